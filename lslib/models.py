@@ -1,0 +1,168 @@
+"""The paper's models (Section 4; ``../shared/notes/original-code.md`` has the originals).
+
+Every model takes images in [0, 1] of shape (N, C, H, W) and returns logits (N, K). Input
+normalisation lives inside the model (a :class:`Normalize` first layer), so attacks work in
+pixel space: the original code fed MNIST scaled to [-0.5, 0.5] and CIFAR10/SVHN scaled to
+[-1, 1], which is what the default normalisations reproduce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Normalize",
+    "LinearModel",
+    "MLP",
+    "LeNetMNIST",
+    "LeNetCIFAR",
+    "ResNet18",
+    "MODELS",
+    "build_model",
+]
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; ``mean`` and ``std`` are buffers (they follow .to())."""
+
+    def __init__(self, mean: float | tuple[float, ...], std: float | tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class LinearModel(nn.Module):
+    """One linear layer on the flattened image (the one-layer classifiers of Fig. 4b)."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10,
+                 mean: float = 0.5, std: float = 1.0) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.normalize(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """784-500-256-K with ReLU: what the paper's tables call "MNIST Linear"."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10,
+                 hidden: tuple[int, int] = (500, 256), mean: float = 0.5, std: float = 1.0) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden[0]), nn.ReLU(),
+            nn.Linear(hidden[0], hidden[1]), nn.ReLU(),
+            nn.Linear(hidden[1], num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.normalize(x).flatten(1))
+
+
+class LeNetMNIST(nn.Module):
+    """The original code's MNIST LeNet: conv 1->10 k5, pool, ReLU; conv 10->20 k5, Dropout2d(0.5),
+    pool, ReLU; FC 320->50, ReLU, dropout 0.5; FC 50->K."""
+
+    def __init__(self, num_classes: int = 10, mean: float = 0.5, std: float = 1.0) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 10, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(10, 20, kernel_size=5), nn.Dropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(320, 50), nn.ReLU(), nn.Dropout(0.5), nn.Linear(50, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(self.normalize(x)).flatten(1))
+
+
+class LeNetCIFAR(nn.Module):
+    """The original code's CIFAR10/SVHN LeNet: conv 3->6 k5, ReLU, pool; conv 6->16 k5, ReLU, pool;
+    FC 400->120->84->K."""
+
+    def __init__(self, num_classes: int = 10, mean: float = 0.5, std: float = 0.5) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(self.normalize(x)).flatten(1))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet18, CIFAR variant: 3x3 stem, BasicBlocks [2, 2, 2, 2], widths 64-512, avgpool, FC."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3,
+                 mean: float = 0.5, std: float = 0.5) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(64), nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        in_planes = 64
+        for planes, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+            layers += [_BasicBlock(in_planes, planes, stride), _BasicBlock(planes, planes, 1)]
+            in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layers(self.stem(self.normalize(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "linear": LinearModel,
+    "mlp": MLP,
+    "lenet-mnist": LeNetMNIST,
+    "lenet-cifar": LeNetCIFAR,
+    "resnet18": ResNet18,
+}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """A fresh model by name: one of ``MODELS`` ("linear", "mlp", "lenet-mnist", "lenet-cifar",
+    "resnet18")."""
+    if name not in MODELS:
+        raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](num_classes=num_classes, **kwargs)
