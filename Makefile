@@ -8,16 +8,19 @@ PY     := $(VENV)/bin/python
 # disk. Override on other machines, e.g. `make test TORCH_SPEC="torch torchvision"`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
 export LSLIB_QUICK ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help install test lint pytest notebooks book browser-check bench clean
+.PHONY: help install test lint pytest notebooks sync book browser-check chromium bench clean
 
 help:
 	@echo "make book   - build the HTML book into _build/html (CPU, quick mode)"
 	@echo "make test   - lint, unit tests and every chapter under nbmake"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make sync   - regenerate each chapter's .ipynb from its MyST .md (jupytext)"
+	@echo "make browser-check - open every page of the built book in headless Chromium"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,25 +29,41 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[test,book]'
+	@test -x $(CHROMIUM) || $(MAKE) --no-print-directory chromium || \
+		echo "WARNING: $(CHROMIUM) could not be installed: 'make browser-check' will fail" >&2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lslib tests bench
+	$(VENV)/bin/ruff check lslib tests bench book
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest tests
 
+# Every chapter, executed by nbmake (quick mode), two at a time.
 notebooks: $(STAMP)
-	@if ls book/*.ipynb >/dev/null 2>&1; then \
-		$(VENV)/bin/pytest --nbmake --nbmake-timeout=600 book/*.ipynb; \
-	else echo "no chapters yet"; fi
+	$(VENV)/bin/pytest --nbmake --nbmake-timeout=600 -n 2 book/*.ipynb
+
+# Each chapter is book/NAME.md (MyST, edit this) paired with book/NAME.ipynb (no outputs).
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync $$(grep -l '^  formats: ipynb,md:myst' book/*.md)
 
 test: lint pytest notebooks
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --path-output . -W -n --keep-going
+	$(VENV)/bin/jupyter-book build . --all --path-output . -W -n --keep-going
+
+# Debian's chromium, driven by Playwright (no browser download): needs root and apt the first time.
+chromium:
+	@test -x $(CHROMIUM) || { \
+		echo "installing Debian's chromium for the browser check"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| { echo "ERROR: could not install chromium (apt-get needs root); the browser check cannot run" >&2; exit 1; }; }
+
+# Opens every page of _build/html (run `make book` first); screenshots go to _build/screenshots/.
+browser-check: $(STAMP) chromium
+	$(PY) tests/browser_check.py --html _build/html --screenshots _build/screenshots
 
 bench: $(STAMP)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -1,0 +1,460 @@
+"""Open every page of the built book in a real browser and fail on what a reader would see broken.
+
+Usage (after ``make book``)::
+
+    python tests/browser_check.py --html _build/html --screenshots _build/screenshots
+
+Headless Debian Chromium (``/usr/bin/chromium``), driven by Playwright's Python package (no browser
+download), with a fresh profile and the flags that keep it from stalling on a machine without
+internet. The built HTML is served from 127.0.0.1. For every page it checks:
+
+- no error output in a cell (tracebacks, error outputs, stderr that reports an error), and no error
+  drawn by a chart;
+- no JavaScript error, no failed or 4xx/5xx request, and no request that leaves 127.0.0.1 (the book
+  must render offline: MathJax and Vega are served by the book itself);
+- every image loaded (``naturalWidth > 0``);
+- every link to the book itself resolves to a file, and its ``#fragment`` to an element id;
+- the maths was rendered by MathJax (each ``.math`` element holds an ``mjx-container``, no MathJax
+  error, no raw ``$$``, ``\\(`` or ``\\[`` left in the text);
+- the navigation sidebar lists every page of ``_toc.yml``, and every built page is in the toc;
+- on chapters built from a notebook, the Colab button opens that notebook from the repository and
+  branch of ``_config.yml``, and the notebook exists;
+- every Altair chart rendered, and moving each of its sliders (and dropdowns) changes the figure;
+  the pages named by ``--slider-pages`` must have at least one such slider.
+
+A full-page screenshot of each page goes to ``--screenshots`` (taken before the sliders move).
+Prints one line per page and a closing ``N passed, M failed``; exits 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import functools
+import http.server
+import re
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# pages Sphinx writes besides the chapters; opened and checked, but not expected in the toc
+AUXILIARY_PAGES = {"genindex.html", "search.html", "index.html"}
+SKIP_DIRS = {"_static", "_sources", "_images", "reports", "_sphinx_design_static"}
+PAGE_TIMEOUT_MS = 60_000
+WATCHDOG_S = 900  # the whole check; past it the process exits non-zero with a traceback
+
+
+@dataclass
+class PageReport:
+    path: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        self.problems.append(message)
+
+
+# ------------------------------------------------------------------------------------------------
+# the book on disk
+# ------------------------------------------------------------------------------------------------
+def toc_docnames(toc_path: Path) -> list[str]:
+    """Every document of a jb-book _toc.yml, root first."""
+    toc = yaml.safe_load(toc_path.read_text())
+    names = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                names.append(re.sub(r"\.(md|ipynb|rst)$", "", entry["file"]))
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    walk(toc.get("sections"))
+    return names
+
+
+def built_pages(html: Path) -> list[str]:
+    pages = []
+    for path in sorted(html.rglob("*.html")):
+        rel = path.relative_to(html)
+        if rel.parts[0] in SKIP_DIRS:
+            continue
+        pages.append(rel.as_posix())
+    return pages
+
+
+def colab_expectation(config_path: Path) -> tuple[str, str]:
+    config = yaml.safe_load(config_path.read_text())
+    url = config["repository"]["url"].rstrip("/")
+    org_repo = urlsplit(url).path.strip("/")
+    branch = config["repository"].get("branch", "master")
+    path_to_book = (config["repository"].get("path_to_book") or "").strip("/")
+    prefix = f"https://colab.research.google.com/github/{org_repo}/blob/{branch}/"
+    if path_to_book:
+        prefix += path_to_book + "/"
+    return prefix, path_to_book
+
+
+@functools.cache
+def ids_in(file: Path) -> frozenset[str]:
+    text = file.read_text(errors="replace")
+    return frozenset(re.findall(r'\bid="([^"]+)"', text))
+
+
+# ------------------------------------------------------------------------------------------------
+# serving
+# ------------------------------------------------------------------------------------------------
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+def serve(html: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# in-page JavaScript
+# ------------------------------------------------------------------------------------------------
+JS_SETTLE = """
+async () => {
+  const limit = (promise, ms) => Promise.race([promise, new Promise(r => setTimeout(r, ms))]);
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await limit(MathJax.startup.promise, 20000);
+  }
+  for (const img of document.images) {
+    img.loading = "eager";
+  }
+  await limit(Promise.all(Array.from(document.images).map(
+      img => img.complete ? null : new Promise(r => { img.onload = img.onerror = r; }))), 20000);
+  return true;
+}
+"""
+
+JS_CHARTS_READY = """
+() => Array.from(document.querySelectorAll('[id^="altair-viz-"]')).every(
+    el => el.querySelector('svg.marks, canvas') || el.querySelector('.error'))
+"""
+
+JS_INSPECT = r"""
+() => {
+  const out = {};
+  const sel = (s) => Array.from(document.querySelectorAll(s));
+  out.errorOutputs = sel(
+      '.cell_output .traceback, .cell_output .output.error, .output.traceback, ' +
+      '.cell_output .stderr, div.output.stderr')
+    .map(e => e.innerText.slice(0, 300));
+  out.chartErrors = sel('[id^="altair-viz-"] .error').map(e => e.innerText.slice(0, 300));
+  out.bodyHasTraceback = document.body.innerText.includes('Traceback (most recent call last)');
+  out.brokenImages = Array.from(document.images)
+    .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.currentSrc || i.src);
+  out.links = sel('a[href]').map(a => ({href: a.href, raw: a.getAttribute('href')}));
+  const maths = sel('.math');
+  out.mathCount = maths.length;
+  out.mathUnrendered = maths.filter(m => !m.querySelector('mjx-container'))
+    .map(m => m.textContent.slice(0, 120));
+  out.mathErrors = sel('mjx-merror, [data-mjx-error]').map(e =>
+      (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 200));
+  out.mathJaxLoaded = !!(window.MathJax && MathJax.startup);
+  const clone = document.querySelector('main') ? document.querySelector('main').cloneNode(true)
+                                                : document.body.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, .highlight, mjx-container, textarea')
+       .forEach(e => e.remove());
+  const text = clone.textContent;
+  out.rawMath = [];
+  for (const pat of ['$$', '\\(', '\\)', '\\[', '\\]', '\\begin{', '\\frac']) {
+    const i = text.indexOf(pat);
+    if (i >= 0) out.rawMath.push(text.slice(Math.max(0, i - 40), i + 40).replace(/\s+/g, ' '));
+  }
+  const single = text.match(/\$[^$\s][^$\n]{0,80}\$/);
+  if (single) out.rawMath.push(single[0]);
+  out.navLinks = sel('nav.bd-docs-nav a[href]').map(a => a.href);
+  out.colabLinks = sel('a[href*="colab.research.google.com"]').map(a => a.getAttribute('href'));
+  out.charts = sel('[id^="altair-viz-"]').length;
+  out.chartsDrawn = sel('[id^="altair-viz-"] svg.marks, [id^="altair-viz-"] canvas').length;
+  return out;
+}
+"""
+
+JS_CONTROLS = """
+() => Array.from(document.querySelectorAll('[id^="altair-viz-"]')).map((chart, c) =>
+  Array.from(chart.querySelectorAll('.vega-bind input[type=range], .vega-bind select')).map(
+    (el, i) => ({chart: c, index: i, kind: el.tagName.toLowerCase(),
+                 name: (el.closest('.vega-bind') || el).innerText.trim().split('\\n')[0]}))).flat()
+"""
+
+JS_FIGURE = """
+([c]) => {
+  const chart = document.querySelectorAll('[id^="altair-viz-"]')[c];
+  const svg = chart.querySelector('svg.marks');
+  if (svg) return svg.outerHTML;
+  const canvas = chart.querySelector('canvas');
+  return canvas ? canvas.toDataURL() : '';
+}
+"""
+
+JS_MOVE = """
+([c, i]) => {
+  const chart = document.querySelectorAll('[id^="altair-viz-"]')[c];
+  const el = chart.querySelectorAll('.vega-bind input[type=range], .vega-bind select')[i];
+  let before, after;
+  if (el.tagName === 'SELECT') {
+    before = el.value;
+    el.selectedIndex = (el.selectedIndex + 1) % el.options.length;
+    after = el.value;
+  } else {
+    before = el.value;
+    const min = parseFloat(el.min), max = parseFloat(el.max), v = parseFloat(el.value);
+    el.value = (Math.abs(max - v) > Math.abs(v - min)) ? max : min;
+    after = el.value;
+  }
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+  el.dispatchEvent(new Event('change', {bubbles: true}));
+  return [before, after];
+}
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# the checks
+# ------------------------------------------------------------------------------------------------
+def check_links(report: PageReport, links: list[dict], base: str, html: Path) -> int:
+    checked = 0
+    for link in links:
+        href, raw = link["href"], link["raw"] or ""
+        if raw.startswith(("javascript:", "mailto:")) or not href.startswith(base):
+            continue
+        parts = urlsplit(href)
+        rel = unquote(parts.path).lstrip("/")
+        target = html / rel
+        if rel == "" or target.is_dir():
+            target = target / "index.html"
+        checked += 1
+        if not target.is_file():
+            report.fail(f"broken link {raw!r}: {target.relative_to(html)} does not exist")
+            continue
+        if parts.fragment and target.suffix == ".html":
+            frag = unquote(parts.fragment)
+            if frag not in ids_in(target):
+                report.fail(f"broken link {raw!r}: no id {frag!r} in {target.relative_to(html)}")
+    return checked
+
+
+def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[str],
+               colab_prefix: str, path_to_book: str, shots: Path, slider_required: bool,
+               network: list[str]) -> PageReport:
+    report = PageReport(rel)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(f"JavaScript error: {exc}"))
+    page.on("console", lambda msg: js_errors.append(f"console error: {msg.text}")
+            if msg.type == "error" else None)
+    network.clear()
+
+    page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+    page.evaluate(JS_SETTLE)
+    try:
+        page.wait_for_function(JS_CHARTS_READY, timeout=20_000)
+    except Exception:  # reported below as charts not drawn
+        pass
+    info = page.evaluate(JS_INSPECT)
+
+    for text in info["errorOutputs"]:
+        report.fail(f"error output in a cell: {text!r}")
+    if info["bodyHasTraceback"] and not info["errorOutputs"]:
+        report.fail("the page shows a Python traceback")
+    for text in info["chartErrors"]:
+        report.fail(f"chart error: {text!r}")
+    if info["charts"] != info["chartsDrawn"]:
+        report.fail(f"{info['charts'] - info['chartsDrawn']} of {info['charts']} charts not drawn")
+    for src in info["brokenImages"]:
+        report.fail(f"broken image: {src}")
+    n_links = check_links(report, info["links"], base, html)
+    if info["mathCount"] and not info["mathJaxLoaded"]:
+        report.fail("the page has maths but MathJax did not load")
+    for text in info["mathUnrendered"]:
+        report.fail(f"maths not rendered: {text!r}")
+    for text in info["mathErrors"]:
+        report.fail(f"MathJax error: {text!r}")
+    for text in info["rawMath"]:
+        report.fail(f"raw TeX left in the text: {text!r}")
+
+    # navigation
+    nav = set()
+    for href in info["navLinks"]:
+        path = urlsplit(href).path.lstrip("/")
+        nav.add(path if path else "index.html")
+    if rel not in AUXILIARY_PAGES:
+        missing = sorted(p for p in toc_pages if p not in nav and p != rel)
+        if missing:
+            report.fail(f"missing from the navigation: {', '.join(missing)}")
+
+    # Colab launch button on pages built from a notebook
+    docname = rel[: -len(".html")]
+    source_nb = html / "_sources" / f"{docname}.ipynb"
+    if source_nb.is_file():
+        want = colab_prefix + f"{docname}.ipynb"
+        if want not in info["colabLinks"]:
+            report.fail(f"no Colab button to {want} (found {info['colabLinks']})")
+        repo_file = ROOT / path_to_book / f"{docname}.ipynb"
+        if not repo_file.is_file():
+            report.fail(f"the Colab button opens {docname}.ipynb, which is not in the repository")
+
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")] + ".png")),
+                    full_page=True)
+
+    # sliders and dropdowns of the Altair charts
+    controls = page.evaluate(JS_CONTROLS)
+    moved = 0
+    for ctl in controls:
+        before = page.evaluate(JS_FIGURE, [ctl["chart"]])
+        values = page.evaluate(JS_MOVE, [ctl["chart"], ctl["index"]])
+        deadline = time.monotonic() + 10
+        after = before
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+            after = page.evaluate(JS_FIGURE, [ctl["chart"]])
+            if after != before:
+                break
+        label = (f"{ctl['kind']} {ctl['name']!r} of chart {ctl['chart']} "
+                 f"({values[0]} -> {values[1]})")
+        if after == before:
+            report.fail(f"moving the {label} did not change the figure")
+        else:
+            moved += 1
+    if slider_required and not any(c["kind"] == "input" for c in controls):
+        report.fail("this page must have a working slider and has none")
+
+    report.problems[:0] = js_errors
+    for url_ in network:
+        report.fail(url_)
+    report.notes.append(f"{info['mathCount']} maths, {n_links} internal links, "
+                        f"{info['charts']} charts, {moved}/{len(controls)} controls change it")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
+    ap.add_argument("--screenshots", type=Path, default=ROOT / "_build" / "screenshots")
+    ap.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
+    ap.add_argument("--config", type=Path, default=ROOT / "_config.yml")
+    ap.add_argument("--slider-pages", nargs="*", default=["book/framework", "book/fading_gaussian"],
+                    help="docnames that must have at least one working slider")
+    ap.add_argument("--chromium", default=CHROMIUM)
+    args = ap.parse_args(argv)
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+
+    if not Path(args.chromium).is_file():
+        print(f"FAILED: {args.chromium} is missing: install Debian's chromium "
+              "(`make chromium`, needs root)", file=sys.stderr)
+        return 1
+    html = args.html.resolve()
+    if not (html / "index.html").is_file():
+        print(f"FAILED: {html}/index.html is missing: run `make book` first", file=sys.stderr)
+        return 1
+    from playwright.sync_api import sync_playwright
+
+    docnames = toc_docnames(args.toc)
+    toc_pages = {f"{d}.html" for d in docnames}
+    pages = built_pages(html)
+    colab_prefix, path_to_book = colab_expectation(args.config)
+    reports: list[PageReport] = []
+
+    general = PageReport("(book)")
+    for page_html in sorted(toc_pages):
+        if not (html / page_html).is_file():
+            general.fail(f"{page_html} is in _toc.yml but was not built")
+    for page_html in pages:
+        if page_html not in toc_pages and page_html not in AUXILIARY_PAGES:
+            general.fail(f"{page_html} was built but is not in _toc.yml (not in the navigation)")
+    for docname in args.slider_pages:
+        if f"{docname}.html" not in toc_pages:
+            general.fail(f"--slider-pages names {docname}, which is not in _toc.yml")
+
+    server, base = serve(html)
+    start = time.monotonic()
+    try:
+        with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+            network: list[str] = []
+
+            def on_request(request):
+                if not request.url.startswith((base, "data:", "blob:", "about:")):
+                    network.append(f"request leaves the book (offline it fails): {request.url}")
+
+            def on_failed(request):
+                if request.url.startswith(base):
+                    network.append(f"request failed: {request.url} ({request.failure})")
+
+            def on_response(response):
+                if response.url.startswith(base) and response.status >= 400:
+                    network.append(f"HTTP {response.status}: {response.url}")
+
+            context.on("request", on_request)
+            context.on("requestfailed", on_failed)
+            context.on("response", on_response)
+            for rel in pages:
+                redirect = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"',
+                                     (html / rel).read_text(errors="replace"))
+                if redirect:  # index.html: a redirect to the root page, checked on its own
+                    report = PageReport(rel, notes=[f"redirects to {redirect.group(1)}"])
+                    target = (html / rel).parent / redirect.group(1)
+                    if not target.is_file():
+                        report.fail(f"redirects to {redirect.group(1)}, which does not exist")
+                    reports.append(report)
+                    continue
+                page = context.new_page()
+                try:
+                    report = check_page(
+                        page, f"{base}/{rel}", rel, html, base, toc_pages, colab_prefix,
+                        path_to_book, args.screenshots, rel[:-5] in args.slider_pages, network)
+                except Exception as exc:  # a page that cannot even be checked fails
+                    report = PageReport(rel, [f"could not check the page: {exc!r}"])
+                finally:
+                    page.close()
+                reports.append(report)
+            context.close()
+    finally:
+        server.shutdown()
+
+    reports.append(general)
+    failed = 0
+    for report in reports:
+        status = "FAIL" if report.problems else "ok  "
+        failed += bool(report.problems)
+        print(f"{status} {report.path}  {'; '.join(report.notes)}")
+        for problem in report.problems:
+            print(f"       - {problem}")
+    print(f"screenshots in {args.screenshots} ({time.monotonic() - start:.1f} s)")
+    print(f"{len(reports) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

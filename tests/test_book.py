@@ -1,0 +1,218 @@
+"""The book's sources: paired notebooks in sync, no outputs committed, the hidden set-up cells, the
+table of contents, the vendored JavaScript, the citations, and no hand-typed numbers in the prose.
+
+The chapters themselves run under nbmake (`make notebooks`); the built HTML is checked in a real
+browser by tests/browser_check.py (`make browser-check`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+jupytext = pytest.importorskip("jupytext", reason="the book extra is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+PAIRED_MD = sorted(md for md in BOOK.glob("*.md") if md.read_text().startswith("---\njupytext:"))
+
+
+def _ids(paths):
+    return [p.name for p in paths]
+
+
+def _toc_files() -> list[str]:
+    files = [TOC["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in TOC.get("parts", []):
+        walk(part.get("chapters"))
+    walk(TOC.get("chapters"))
+    return files
+
+
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+# ------------------------------------------------------------------------------------------------
+# pairing and outputs
+# ------------------------------------------------------------------------------------------------
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapter notebooks in book/"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_notebook_has_its_myst_twin_in_sync(nb_path: Path):
+    md_path = nb_path.with_suffix(".md")
+    assert md_path.is_file(), f"{nb_path.name} has no MyST twin {md_path.name}: run `make sync`"
+    nb, md = jupytext.read(nb_path), jupytext.read(md_path)
+    assert _cells(nb) == _cells(md), (
+        f"{nb_path.name} and {md_path.name} disagree: edit the .md and run `make sync`")
+
+
+@pytest.mark.parametrize("md_path", PAIRED_MD, ids=_ids(PAIRED_MD))
+def test_every_myst_notebook_has_its_ipynb(md_path: Path):
+    assert md_path.with_suffix(".ipynb").is_file(), "run `make sync` to create the .ipynb"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_notebooks_have_no_outputs(nb_path: Path):
+    raw = json.loads(nb_path.read_text())
+    for i, cell in enumerate(raw["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        assert cell.get("outputs") == [], f"{nb_path.name}: cell {i} has outputs"
+        assert cell.get("execution_count") is None, f"{nb_path.name}: cell {i} was executed"
+    assert "widgets" not in raw["metadata"], f"{nb_path.name}: widget state committed"
+
+
+def test_the_sphinx_extension_excludes_exactly_the_paired_markdown():
+    sys.path.insert(0, str(BOOK / "_ext"))
+    try:
+        import lslib_book
+    finally:
+        sys.path.pop(0)
+    assert lslib_book.paired_markdown(ROOT) == [p.relative_to(ROOT).as_posix() for p in PAIRED_MD]
+
+
+# ------------------------------------------------------------------------------------------------
+# table of contents
+# ------------------------------------------------------------------------------------------------
+def test_toc_entries_exist_and_every_chapter_is_listed():
+    files = _toc_files()
+    for f in files:
+        stem = ROOT / f
+        assert stem.with_suffix(".ipynb").is_file() or stem.with_suffix(".md").is_file(), f
+    listed = {(ROOT / f).with_suffix(".ipynb") for f in files}
+    for nb in NOTEBOOKS:
+        assert nb in listed, f"{nb.name} is not in _toc.yml"
+
+
+def test_every_chapter_page_is_built_from_its_notebook():
+    """Colab opens the page's source, so a chapter with a notebook must be built from it."""
+    for f in _toc_files():
+        md = (ROOT / f).with_suffix(".md")
+        if md in PAIRED_MD:
+            assert md.with_suffix(".ipynb").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# the hidden set-up cells
+# ------------------------------------------------------------------------------------------------
+def _install_url() -> str:
+    repo = CONFIG["repository"]
+    return f"git+{repo['url'].rstrip('/')}@{repo['branch']}"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_first_code_cell_installs_lslib_from_the_configured_repository(nb_path: Path):
+    nb = jupytext.read(nb_path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0]
+    assert "remove-cell" in first.metadata.get("tags", []), "the install cell must be hidden"
+    assert 'importlib.util.find_spec("lslib") is None' in first.source
+    urls = re.findall(r"git\+https://[^\"'\s]+", first.source)
+    assert urls == [_install_url()], (urls, _install_url())
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_a_hidden_cell_reads_the_quick_mode_switch(nb_path: Path):
+    nb = jupytext.read(nb_path)
+    hidden = [c for c in nb.cells
+              if c.cell_type == "code" and "remove-cell" in c.metadata.get("tags", [])]
+    assert any('QUICK = os.environ.get("LSLIB_QUICK", "0") == "1"' in c.source for c in hidden)
+
+
+def test_repository_settings_for_launch_buttons():
+    assert CONFIG["repository"]["branch"] == "main"
+    assert CONFIG["repository"]["url"].startswith("https://github.com/")
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+
+
+# ------------------------------------------------------------------------------------------------
+# offline assets
+# ------------------------------------------------------------------------------------------------
+def test_mathjax_and_vega_are_vendored():
+    static = ROOT / CONFIG["sphinx"]["config"]["html_static_path"][0]
+    assert (static / CONFIG["sphinx"]["config"]["mathjax_path"]).is_file()
+    assert list((static / "vendor/mathjax/es5/output/chtml/fonts/woff-v2").glob("*.woff"))
+    versions = json.loads((static / "vendor/VERSIONS.json").read_text())
+    for lib in ("vega", "vega-lite", "vega-embed"):
+        assert (static / "vendor/vega" / f"{lib}.min.js").is_file()
+        assert (static / "vendor/vega" / f"LICENSE-{lib}").is_file()
+    import altair as alt
+
+    assert versions["vega-lite"].split(".")[0] == alt.VEGALITE_VERSION.split(".")[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# citations and numbers in the prose
+# ------------------------------------------------------------------------------------------------
+def _bib_keys() -> set[str]:
+    return set(re.findall(r"@\w+\{([^,]+),", (BOOK / "references.bib").read_text()))
+
+
+def _sources() -> list[Path]:
+    return PAIRED_MD + [BOOK / "intro.md"]
+
+
+def test_every_citation_is_in_references_bib():
+    keys = _bib_keys()
+    for src in _sources():
+        for group in re.findall(r"\{cite:\w+\}`([^`]+)`", src.read_text()):
+            for key in group.split(","):
+                assert key.strip() in keys, f"{src.name} cites {key!r}, not in references.bib"
+
+
+# References to the paper's numbered parts, which are not results.
+_REFERENCE = re.compile(
+    r"\b(?:Sections?|Tables?|Figures?|Figs?\.|eqs?\.|Eqs?\.|[Ee]quations?|Lemmas?|Theorems?|"
+    r"Corollary|Appendix|Algorithm|Chapter|Section)\s*\(?\d+(?:\.\d+)*\)?[a-z]?"
+    r"(?:\s*(?:,|and|-|to|/)\s*\(?\d+(?:\.\d+)*\)?[a-z]?)*")
+
+
+def _prose_numbers(markdown: str) -> list[str]:
+    text = re.sub(r"^```.*?^```\s*$", " ", markdown, flags=re.S | re.M)  # code blocks
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)          # display maths
+    text = re.sub(r"\$[^$\n]+\$", " ", text)                        # inline maths
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`", " ", text)                 # roles: glue, cite, doc
+    text = re.sub(r"`[^`]*`", " ", text)                            # inline code
+    text = re.sub(r"^:::?.*$|^```.*$", " ", text, flags=re.M)       # directive fences
+    text = re.sub(r"^:\w+:.*$", " ", text, flags=re.M)              # directive options
+    text = re.sub(r"\]\([^)]*\)", "]", text)                        # link targets
+    text = re.sub(r"<[^>]+>", " ", text)                            # html tags
+    text = _REFERENCE.sub(" ", text)
+    text = re.sub(r"\(\d+\)", " ", text)                            # (1): equation numbers
+    text = re.sub(r"^\s*\d+\.\s", " ", text, flags=re.M)              # numbered lists
+    text = re.sub(r"^(#+)\s*\d+\.\s", r"\1 ", text, flags=re.M)        # numbered headings
+    return re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])", text)
+
+
+@pytest.mark.parametrize("src", [*PAIRED_MD, BOOK / "intro.md"], ids=lambda p: p.name)
+def test_no_hand_typed_numbers_in_the_prose(src: Path):
+    """Numbers in the prose come from the chapter through myst_nb glue (or are maths)."""
+    nb = jupytext.read(src) if src in PAIRED_MD else None
+    cells = [c.source for c in nb.cells if c.cell_type == "markdown"] if nb else [src.read_text()]
+    found = [n for cell in cells for n in _prose_numbers(cell)]
+    assert not found, f"{src.name}: numbers typed in the prose (glue them): {found}"
+
+
+def test_the_number_finder_sees_typed_numbers_and_spares_references():
+    assert _prose_numbers("accuracy 0.93 on 1000 images") == ["0.93", "1000"]
+    assert _prose_numbers("Table 1, eq. (6), Sections 2 and 3.1, Figure 2, Lemma 2") == []
+    assert _prose_numbers("{glue:text}`acc:.3f` and $\\alpha = 0.1$ and (1)") == []
+    assert _prose_numbers("1. first\n```python\nx = 3\n```\n") == []
