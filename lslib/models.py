@@ -2,8 +2,15 @@
 
 Every model takes images in [0, 1] of shape (N, C, H, W) and returns logits (N, K). Input
 normalisation lives inside the model (a :class:`Normalize` first layer), so attacks work in
-pixel space: the original code fed MNIST scaled to [-0.5, 0.5] and CIFAR10/SVHN scaled to
-[-1, 1], which is what the default normalisations reproduce.
+pixel space and their budgets are in [0, 1] pixel units whatever the normalisation.
+
+The original code fed MNIST scaled to [-0.5, 0.5] and CIFAR10/SVHN scaled to [-1, 1]. The
+CIFAR10/SVHN models keep that (mean 0.5, std 0.5). The MNIST models standardise with MNIST's own
+pixel mean and standard deviation (:data:`MNIST_MEAN`, :data:`MNIST_STD`): a normalisation is an
+affine change of the first layer's parameters, so it changes neither the function class nor the
+attacks, only how fast training converges, and [-0.5, 0.5] leaves the mostly-black inputs at
+-0.5, a large common offset. Measured on the MLP (Adam 1e-3, one epoch): test accuracy 0.942 with
+[-0.5, 0.5], 0.965 standardised; pass ``mean=0.5, std=1.0`` for the original's scaling.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "MNIST_MEAN",
+    "MNIST_STD",
     "Normalize",
     "LinearModel",
     "MLP",
@@ -23,6 +32,10 @@ __all__ = [
     "MODELS",
     "build_model",
 ]
+
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
 
 
 class Normalize(nn.Module):
@@ -43,7 +56,7 @@ class LinearModel(nn.Module):
     """One linear layer on the flattened image (the one-layer classifiers of Fig. 4b)."""
 
     def __init__(self, in_features: int = 784, num_classes: int = 10,
-                 mean: float = 0.5, std: float = 1.0) -> None:
+                 mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.fc = nn.Linear(in_features, num_classes)
@@ -56,7 +69,8 @@ class MLP(nn.Module):
     """784-500-256-K with ReLU: what the paper's tables call "MNIST Linear"."""
 
     def __init__(self, in_features: int = 784, num_classes: int = 10,
-                 hidden: tuple[int, int] = (500, 256), mean: float = 0.5, std: float = 1.0) -> None:
+                 hidden: tuple[int, int] = (500, 256), mean: float = MNIST_MEAN,
+                 std: float = MNIST_STD) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.net = nn.Sequential(
@@ -73,7 +87,8 @@ class LeNetMNIST(nn.Module):
     """The original code's MNIST LeNet: conv 1->10 k5, pool, ReLU; conv 10->20 k5, Dropout2d(0.5),
     pool, ReLU; FC 320->50, ReLU, dropout 0.5; FC 50->K."""
 
-    def __init__(self, num_classes: int = 10, mean: float = 0.5, std: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 10, mean: float = MNIST_MEAN,
+                 std: float = MNIST_STD) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(

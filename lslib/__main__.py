@@ -1,0 +1,213 @@
+"""The command line: ``python -m lslib <command>`` (or ``lslib <command>`` once installed).
+
+Commands (argparse subparsers; add a new one with a ``_add_<name>`` function and an entry in
+:data:`COMMANDS`):
+
+- ``reproduce SETUP [SETUP ...]``: run the paper's sweep for the set-ups (``mnist-linear``,
+  ``mnist-lenet``, ``cifar-lenet``, ``cifar-resnet``, ``svhn-lenet`` or ``all``) under one or both
+  attack protocols, resumable; writes a results CSV (+ ``.journal.jsonl`` and ``.meta.json``).
+- ``compare RESULTS.csv``: the paper's Tables 2-6 beside ours, cell for cell, with the difference.
+- ``setups``: the set-ups, their models, training settings and protocols.
+
+Examples::
+
+    python -m lslib reproduce mnist-lenet --protocol strong
+    python -m lslib reproduce mnist-linear mnist-lenet --data-root ../shared/data
+    python -m lslib reproduce cifar-lenet --quick --synthetic --out /tmp/q.csv   # CI smoke test
+    python -m lslib compare results/mnist-lenet.csv --protocol paper --attack FGSM
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from lslib.experiments import PROTOCOLS, SETUPS
+
+    p = sub.add_parser("reproduce", help="run the paper's sweep for one or more set-ups",
+                       description="Train (or load from the cache) every model of the sweep and "
+                       "attack it; resumable: run the same command again after an interruption.")
+    p.add_argument("setups", nargs="+", metavar="SETUP",
+                   help=f"one or more of {', '.join(SETUPS)}, or 'all'")
+    p.add_argument("--protocol", default="both", choices=[*PROTOCOLS, "both"],
+                   help="attack protocol (default: both)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny training slices, test slices and attack iterations (CI)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random tensors of the right shape instead of the data (smoke tests)")
+    p.add_argument("--data-root", default=None, help="data folder (default: $LSLIB_DATA)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing data sets (needs a network)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if "
+                   "available)")
+    p.add_argument("--out", default=None, help="results CSV (default: results/<setups>"
+                   "[-quick][-synthetic].csv)")
+    p.add_argument("--cache", default=None, help="model cache folder (default: $LSLIB_CACHE or "
+                   "~/.cache/lslib/models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", type=_names, default=("ALS", "SLS", "BLS", "SBLS"),
+                   help="comma-separated smoothing methods (default: ALS,SLS,BLS,SBLS)")
+    p.add_argument("--alphas", type=_floats, default=(0.005, 0.1, 0.4))
+    p.add_argument("--temperatures", type=_floats, default=(0.001,),
+                   help="BLS temperatures, probability scale (default: 0.001)")
+    p.add_argument("--baselines", type=_names, default=("natural", "PGD-AT"))
+    p.add_argument("--attacks", type=_names, default=("clean", "FGSM", "BIM", "DeepFool", "CW"))
+    p.add_argument("--eps", type=_floats, default=None,
+                   help="FGSM/BIM budgets in the paper's units (default: the set-up's)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="test images per attack for every protocol (default: the protocol's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_reproduce)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from lslib.experiments import SETUPS, Sweep, run_sweep
+    from lslib.paper_tables import side_by_side
+
+    setups = list(SETUPS) if args.setups == ["all"] else args.setups
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        print(f"unknown set-up(s) {unknown}: choose from {', '.join(SETUPS)} or 'all'",
+              file=sys.stderr)
+        return 2
+    protocols = ("paper", "strong") if args.protocol == "both" else (args.protocol,)
+    try:
+        sweep = Sweep(setups=tuple(setups), protocols=protocols, methods=args.methods,
+                      alphas=args.alphas, temperatures=args.temperatures,
+                      baselines=args.baselines, attacks=args.attacks, eps=args.eps,
+                      seed=args.seed, quick=args.quick, n_test=args.n_test,
+                      data_source="synthetic" if args.synthetic else "real")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = args.out
+    if out is None:
+        stem = "-".join(setups) + ("-quick" if args.quick else "") + (
+            "-synthetic" if args.synthetic else "")
+        out = Path("results") / f"{stem}.csv"
+    command = "python -m lslib " + " ".join(shlex.quote(a) for a in args.argv)
+    table = run_sweep(sweep, out, cache=args.cache, data_root=args.data_root,
+                      device=args.device, download=args.download,
+                      progress=not args.no_progress, command=command,
+                      max_rows=args.max_rows,
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"wrote {out} ({len(table)} rows)")
+    cmp = side_by_side(table)
+    if len(cmp) and cmp["ours"].notna().any():
+        summary = (cmp.dropna(subset=["paper", "ours"]).assign(abs_diff=lambda d: d["diff"].abs())
+                   .groupby(["setup", "protocol", "attack"], sort=False)
+                   .agg(cells=("diff", "size"), mean_diff=("diff", "mean"),
+                        mean_abs_diff=("abs_diff", "mean")))
+        print("ours - paper, by set-up, protocol and attack "
+              f"(details: python -m lslib compare {out}):")
+        print(summary.round(3).to_string())
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="the paper's Tables 2-6 beside a results CSV",
+                       description="Print the paper's cells beside ours, cell for cell, with "
+                       "the difference ours - paper.")
+    p.add_argument("results", help="a CSV written by `lslib reproduce`")
+    p.add_argument("--protocol", default=None, help="only this protocol")
+    p.add_argument("--attack", default=None, help="only this attack (FGSM, BIM, DeepFool, CW, "
+                   "clean)")
+    p.add_argument("--setup", default=None, help="only this set-up")
+    p.add_argument("--bls-temperature", type=float, default=0.001,
+                   help="which of our BLS temperatures to compare (default 0.001)")
+    p.add_argument("--csv", default=None, help="also write the side-by-side table here")
+    p.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lslib.experiments import read_results
+    from lslib.paper_tables import format_side_by_side, side_by_side
+
+    path = Path(args.results)
+    if not path.exists():
+        print(f"no such results file: {path}", file=sys.stderr)
+        return 2
+    frame = side_by_side(read_results(path), protocol=args.protocol,
+                         bls_temperature=args.bls_temperature)
+    if args.attack:
+        frame = frame[frame["attack"] == args.attack]
+    if args.setup:
+        frame = frame[frame["setup"] == args.setup]
+    if frame.empty:
+        print("nothing to compare (no matching set-up, protocol or attack)", file=sys.stderr)
+        return 1
+    print(format_side_by_side(frame))
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+    return 0
+
+
+def _add_setups(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("setups", help="list the set-ups and the protocols")
+    p.set_defaults(func=_setups)
+
+
+def _setups(args: argparse.Namespace) -> int:
+    from lslib.experiments import PROTOCOLS, SETUPS
+
+    for s in SETUPS.values():
+        at = s.adversarial_training()
+        print(f"{s.name:13s} {s.table_name!r:15s} data={s.dataset:8s} model={s.model:12s} "
+              f"epochs={s.epochs} batch={s.batch_size} lr={s.lr:g} eps={list(s.eps)} "
+              f"eps_scale={s.eps_scale:g} pgd_at=(eps {at.eps:g}, step {at.step_size:g})")
+    for p in PROTOCOLS.values():
+        print(f"protocol {p.name}:")
+        for a in ("FGSM", "BIM", "DeepFool", "CW"):
+            print(f"  {a:8s} {p.describe(a)}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "reproduce": _add_reproduce,
+    "compare": _add_compare,
+    "setups": _add_setups,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lslib", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

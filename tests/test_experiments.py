@@ -1,0 +1,204 @@
+"""lslib.experiments: the sweep as data, the model cache, the journal, resuming after kill -9."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lslib.experiments import (
+    PROTOCOLS,
+    SETUPS,
+    TIMING_COLUMNS,
+    Defence,
+    Sweep,
+    cache_dir,
+    read_journal,
+    read_results,
+    run_sweep,
+    table_from_journal,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_full_sweep_has_one_row_per_cell():
+    sweep = Sweep(setups=("mnist-linear", "mnist-lenet"))
+    rows = sweep.rows()
+    keys = [r.key for r in rows]
+    assert len(keys) == len(set(keys))
+    # per set-up and protocol: 14 models x (clean + 3 FGSM + 3 BIM + DeepFool + CW)
+    assert len(rows) == 2 * 2 * 14 * 9
+    defences = sweep.defences(SETUPS["mnist-lenet"])
+    assert Defence("BLS", 0.1, 0.001) in defences and Defence("PGD-AT") in defences
+    assert len(defences) == 14
+    # the paper did not adversarially train the ResNet, and has no eps 0.4 there
+    resnet = Sweep(setups=("cifar-resnet",), protocols=("paper",))
+    assert Defence("PGD-AT") not in resnet.defences(SETUPS["cifar-resnet"])
+    assert {r.eps for r in resnet.rows() if r.attack == "FGSM"} == {0.05, 0.2}
+    bls_t = Sweep(setups=("mnist-linear",), methods=("BLS",), temperatures=(1e-3, 1e-2),
+                  baselines=())
+    assert len(bls_t.defences()) == 6
+
+
+def test_sweep_and_defence_validate_their_arguments():
+    with pytest.raises(ValueError, match="setups"):
+        Sweep(setups=("imagenet-vgg",))
+    with pytest.raises(ValueError, match="attacks"):
+        Sweep(setups=("mnist-linear",), attacks=("Square",))
+    with pytest.raises(ValueError, match="alpha"):
+        Defence("ALS")
+    with pytest.raises(ValueError, match="temperature"):
+        Defence("ALS", 0.1, 0.001)
+
+
+def test_protocols_are_the_papers_and_a_strong_one():
+    paper, strong = PROTOCOLS["paper"], PROTOCOLS["strong"]
+    assert paper.smoothed_loss and not strong.smoothed_loss
+    assert paper.bim == dict(steps=10, step_frac=0.1, random_start=False, restarts=1)
+    assert paper.deepfool["steps"] == 10 and paper.deepfool["overshoot"] == 0
+    assert paper.deepfool_on_softmax
+    assert (paper.cw["binary_search_steps"], paper.cw["steps"], paper.cw["lr"],
+            paper.cw["initial_const"]) == (5, 10, 0.1, 1.0)
+    assert paper.sizes(SETUPS["mnist-lenet"], "BIM") == 2000
+    assert paper.sizes(SETUPS["svhn-lenet"], "BIM") == 300
+    assert strong.bim["random_start"] and strong.bim["restarts"] > 1
+    assert strong.bim["steps"] > paper.bim["steps"]
+    assert strong.deepfool["steps"] == 50 and strong.deepfool["overshoot"] == 0.02
+    assert strong.sizes(SETUPS["mnist-lenet"], "clean") is None  # the whole test set
+    assert "smoothed-target" in paper.describe("FGSM") and "loss=ce" in strong.describe("BIM")
+
+
+def test_cifar_eps_are_on_the_originals_two_pixel_scale():
+    at = SETUPS["cifar-lenet"].adversarial_training()
+    assert (at.eps, at.step_size) == (0.025, 0.01)
+    at = SETUPS["mnist-lenet"].adversarial_training()
+    assert (at.eps, at.step_size) == (0.25, 0.1)
+
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("LSLIB_CACHE", str(tmp_path / "env"))
+    assert cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("LSLIB_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "lslib" / "models"
+
+
+def test_journal_skips_torn_lines_and_the_table_keeps_the_last_entry(tmp_path):
+    path = tmp_path / "j.jsonl"
+    row = dict(setup="mnist-linear", defence="natural", alpha=None, T=None, protocol="paper",
+               attack="clean", eps=0.0, accuracy=0.5)
+    good = {"key": "k1", "settings": "s", "row": row}
+    newer = {"key": "k1", "settings": "s2", "row": {**row, "accuracy": 0.7}}
+    other = {"key": "k2", "settings": "s", "row": {**row, "attack": "FGSM", "eps": 0.05}}
+    path.write_text(json.dumps(good) + "\n" + "{not json}\n" + json.dumps(other) + "\n"
+                    + json.dumps(newer) + "\n" + json.dumps(good)[:20])
+    entries = read_journal(path)
+    assert [e["key"] for e in entries] == ["k1", "k2", "k1"]
+    table = table_from_journal(entries)
+    assert len(table) == 2 and list(table["attack"]) == ["clean", "FGSM"]
+    assert table.loc[table.attack == "clean", "accuracy"].item() == 0.7
+
+
+_TINY = dict(setups=("mnist-linear",), methods=("ALS",), alphas=(0.1,), baselines=("natural",),
+             attacks=("clean", "FGSM", "BIM", "DeepFool", "CW"), eps=(0.1,), quick=True,
+             data_source="synthetic", n_test=16)
+
+
+def test_run_sweep_writes_a_tidy_table_with_provenance_and_resumes(tmp_path):
+    sweep = Sweep(**_TINY)
+    out = tmp_path / "r.csv"
+    table = run_sweep(sweep, out, cache=tmp_path / "cache", device="cpu", progress=False)
+    assert len(table) == len(sweep.rows()) == 2 * 2 * 5
+    assert list(read_results(out).columns) == list(table.columns)
+    assert table["accuracy"].between(0, 1).all() and (table["n"] == 16).all()
+    for col in ("lslib_version", "git_commit", "git_dirty", "device", "seed", "seconds",
+                "train_seconds", "model_key", "attack_settings"):
+        assert table[col].notna().all(), col
+    minimal = table[table.attack.isin(["DeepFool", "CW"])]
+    assert minimal["l2_median"].notna().any() and minimal["eps"].isna().all()
+    assert table.loc[table.attack != "clean", "clean_accuracy"].notna().all()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # one file per trained model
+    meta = json.loads((tmp_path / "r.csv.meta.json").read_text())
+    assert meta["sessions"][0]["rows_computed"] == 20 and meta["sessions"][0]["complete"]
+    assert meta["sessions"][0]["models_trained"] == 2
+    # running again computes nothing and gives the same table
+    again = run_sweep(sweep, out, cache=tmp_path / "cache", device="cpu", progress=False)
+    meta = json.loads((tmp_path / "r.csv.meta.json").read_text())
+    assert meta["sessions"][1]["rows_computed"] == 0
+    pd.testing.assert_frame_equal(again, read_results(out), check_dtype=False)
+    # changed attack settings supersede the old rows instead of duplicating them
+    bigger = Sweep(**{**_TINY, "n_test": 20, "attacks": ("clean",)})
+    t3 = run_sweep(bigger, out, cache=tmp_path / "cache", device="cpu", progress=False)
+    assert len(t3) == 20 and sorted(t3.loc[t3.attack == "clean", "n"]) == [20] * 4
+
+
+def _stable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=list(TIMING_COLUMNS)).reset_index(drop=True)
+
+
+def _cli(out: Path, cache: Path) -> list[str]:
+    return [sys.executable, "-m", "lslib", "reproduce", "mnist-linear", "--quick", "--synthetic",
+            "--methods", "ALS,SBLS", "--alphas", "0.1", "--baselines", "natural",
+            "--attacks", "clean,FGSM,BIM", "--eps", "0.1,0.3", "--n-test", "24",
+            "--out", str(out), "--cache", str(cache), "--no-progress", "--threads", "1"]
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_table(tmp_path):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    a, b = tmp_path / "a" / "r.csv", tmp_path / "b" / "r.csv"
+    # the uninterrupted run
+    subprocess.run(_cli(a, tmp_path / "cache-a"), check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=600)
+    reference = read_results(a)
+    assert len(reference) == 3 * 2 * 5
+    # the interrupted one: SIGKILL once a few rows are in the journal
+    journal = b.with_name(b.name + ".journal.jsonl")
+    proc = subprocess.Popen(_cli(b, tmp_path / "cache-b"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 6:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = read_journal(journal)
+    assert 6 <= len(partial) < len(reference)
+    # a kill can land mid-append: simulate the torn line it would leave
+    with open(journal, "a") as f:
+        f.write('{"key": "mnist-linear|torn')
+    subprocess.run(_cli(b, tmp_path / "cache-b"), check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=600)
+    resumed = read_results(b)
+    assert not resumed.duplicated(["defence", "alpha", "protocol", "attack", "eps"]).any()
+    pd.testing.assert_frame_equal(_stable(resumed), _stable(reference))
+    meta = json.loads(b.with_name(b.name + ".meta.json").read_text())
+    assert len(meta["sessions"]) == 2 and meta["sessions"][1]["complete"]
+    assert meta["sessions"][1]["rows_computed"] == len(reference) - len(partial)
+
+
+@pytest.mark.parametrize("setup", ["cifar-lenet", "svhn-lenet", "cifar-resnet"])
+def test_cifar_and_svhn_setups_run_end_to_end_on_synthetic_stand_ins(tmp_path, setup):
+    resnet = setup == "cifar-resnet"  # ResNet18 on the CPU: one model, one protocol
+    sweep = Sweep(setups=(setup,), methods=() if resnet else ("BLS",), alphas=(0.1,),
+                  baselines=("natural",) if resnet else ("PGD-AT",),
+                  protocols=("paper",) if resnet else ("paper", "strong"),
+                  attacks=("clean", "FGSM", "BIM", "DeepFool", "CW"), eps=(0.05,), quick=True,
+                  data_source="synthetic", n_test=4 if resnet else 16)
+    table = run_sweep(sweep, tmp_path / "r.csv", cache=tmp_path / "c", device="cpu",
+                      progress=False)
+    assert len(table) == len(sweep.rows()) and table["accuracy"].notna().all()
+    fgsm = table[table.attack == "FGSM"]
+    assert (fgsm["eps_pixels"] == 0.025).all()  # half of the paper's eps on [0, 1] pixels
+    assert (table["data_source"] == "synthetic").all()
+    assert not math.isnan(table["train_seconds"].iloc[0])

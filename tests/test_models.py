@@ -1,0 +1,98 @@
+"""lslib.models: shapes, architectures as in the original code, normalisation inside the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lslib.models import (
+    MLP,
+    MNIST_MEAN,
+    MNIST_STD,
+    MODELS,
+    LeNetCIFAR,
+    LeNetMNIST,
+    LinearModel,
+    Normalize,
+    ResNet18,
+    build_model,
+)
+
+SHAPES = {
+    "linear": (1, 28, 28),
+    "mlp": (1, 28, 28),
+    "lenet-mnist": (1, 28, 28),
+    "lenet-cifar": (3, 32, 32),
+    "resnet18": (3, 32, 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_maps_images_to_logits(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7).eval()
+    x = torch.rand(3, *SHAPES[name])
+    out = model(x)
+    assert out.shape == (3, 7)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    # differentiable with respect to the input (the attacks need it)
+    x.requires_grad_(True)
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_build_model_rejects_unknown_names():
+    with pytest.raises(ValueError, match="mlp"):
+        build_model("vgg")
+
+
+def _linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def test_architectures_match_the_original_code():
+    assert _linear_shapes(MLP()) == [(784, 500), (500, 256), (256, 10)]
+    assert _linear_shapes(LinearModel()) == [(784, 10)]
+    assert _linear_shapes(LeNetMNIST()) == [(320, 50), (50, 10)]
+    assert _linear_shapes(LeNetCIFAR()) == [(400, 120), (120, 84), (84, 10)]
+    convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in LeNetMNIST().modules()
+             if isinstance(m, nn.Conv2d)]
+    assert convs == [(1, 10, (5, 5)), (10, 20, (5, 5))]
+    drop = [type(m) for m in LeNetMNIST().modules() if isinstance(m, nn.Dropout | nn.Dropout2d)]
+    assert drop == [nn.Dropout2d, nn.Dropout]
+    resnet = ResNet18()
+    n_params = sum(p.numel() for p in resnet.parameters())
+    assert 11_000_000 < n_params < 11_300_000  # the CIFAR ResNet18 has ~11.17M parameters
+    assert resnet.stem[0].kernel_size == (3, 3) and resnet.stem[0].stride == (1, 1)
+
+
+def test_normalisation_is_inside_the_model():
+    norm = Normalize((0.5, 0.25, 0.0), (0.5, 0.5, 1.0))
+    x = torch.rand(2, 3, 4, 4)
+    expected = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.5, 0.5, 1.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(norm(x), expected)
+    mlp = MLP()
+    assert float(mlp.normalize.mean) == pytest.approx(MNIST_MEAN)
+    assert float(mlp.normalize.std) == pytest.approx(MNIST_STD)
+    assert float(LeNetCIFAR().normalize.std.mean()) == pytest.approx(0.5)
+    # the original's [-0.5, 0.5] scaling is one argument away, and is the same function class:
+    # with the first layer re-parametrised, the two MLPs agree exactly
+    a, b = MLP(mean=0.5, std=1.0), MLP()
+    b.net.load_state_dict(a.net.state_dict())
+    with torch.no_grad():
+        lin = b.net[0]
+        # a: W (x - 0.5) + c ; b: W' (x - m)/s + c'  =>  W' = W s, c' = c + W (m - 0.5)
+        lin.bias += lin.weight @ torch.full((784,), MNIST_MEAN - 0.5)
+        lin.weight *= MNIST_STD
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(a(x), b(x), atol=1e-4, rtol=1e-4)
+
+
+def test_normalize_rejects_flat_input_and_follows_dtype():
+    with pytest.raises(ValueError, match="4-D"):
+        Normalize(0.5, 0.5)(torch.rand(2, 784))
+    model = build_model("lenet-mnist").double().eval()
+    assert model(torch.rand(2, 1, 28, 28, dtype=torch.float64)).dtype == torch.float64
