@@ -216,3 +216,23 @@ def test_the_number_finder_sees_typed_numbers_and_spares_references():
     assert _prose_numbers("Table 1, eq. (6), Sections 2 and 3.1, Figure 2, Lemma 2") == []
     assert _prose_numbers("{glue:text}`acc:.3f` and $\\alpha = 0.1$ and (1)") == []
     assert _prose_numbers("1. first\n```python\nx = 3\n```\n") == []
+
+
+# ------------------------------------------------------------------------------------------------
+# the browser check's own reading of the configuration (the check itself runs in `make
+# browser-check`, on the built book)
+# ------------------------------------------------------------------------------------------------
+def test_browser_check_reads_the_toc_and_the_colab_prefix():
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import browser_check
+    finally:
+        sys.path.pop(0)
+    assert browser_check.toc_docnames(ROOT / "_toc.yml") == _toc_files()
+    prefix, path_to_book = browser_check.colab_expectation(ROOT / "_config.yml")
+    repo = CONFIG["repository"]
+    org_repo = repo["url"].removeprefix("https://github.com/").rstrip("/")
+    assert prefix == f"https://colab.research.google.com/github/{org_repo}/blob/{repo['branch']}/"
+    assert path_to_book == ""
+    for docname in ("book/framework", "book/fading_gaussian"):
+        assert docname in browser_check.toc_docnames(ROOT / "_toc.yml")
