@@ -64,6 +64,65 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int, batch_size: 
         raise ValueError(f"{name} must be 1-D of shape (N,), got shape {tuple(labels.shape)}")
     if labels.shape[0] != batch_size:
         raise ValueError(f"{name} has {labels.shape[0]} entries but the batch has {batch_size}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for {num_classes} classes, "
-                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
+    if labels.numel():
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for {num_classes} "
+                             f"classes, got values in [{lo}, {hi}]")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` must be one of the strings ``choices`` (e.g. a reduction)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_logits(name: str, logits: torch.Tensor, *, min_classes: int = 2) -> None:
+    """``logits`` must be a 2-D floating tensor (N, K) with K >= ``min_classes``."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, K), "
+                        f"got {type(logits).__name__}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or "
+                        f"float64), got dtype {logits.dtype}")
+    if logits.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape (N, K) (batch, classes), "
+                         f"got shape {tuple(logits.shape)}")
+    if logits.shape[1] < min_classes:
+        raise ValueError(f"{name} must have K >= {min_classes} classes (columns), "
+                         f"got shape {tuple(logits.shape)}")
+
+
+def check_distribution_rows(name: str, q: object, shape: tuple[int, ...]) -> torch.Tensor:
+    """``q`` must be a floating tensor of ``shape`` whose rows lie on the probability simplex.
+
+    Entries must be finite and >= -tol, and every row must sum to 1 within tol, where tol is
+    1e-8 in float64, 1e-4 in float32 and 1e-2 in float16/bfloat16 (rounding only). One sync.
+    """
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(q).__name__}")
+    if tuple(q.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(q.shape)}")
+    if not q.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {q.dtype}")
+    if q.numel() == 0:
+        return q
+    tol = {torch.float64: 1e-8, torch.float32: 1e-4}.get(q.dtype, 1e-2)
+    with torch.no_grad():
+        finite = torch.isfinite(q).all()
+        nonneg = (q >= -tol).all()
+        rowsum = q.sum(dim=-1)
+        sums = ((rowsum - 1).abs() <= tol).all()
+        ok_finite, ok_nonneg, ok_sums = torch.stack([finite, nonneg, sums]).tolist()
+        if not ok_finite:
+            raise ValueError(f"{name} must be a probability distribution per row: "
+                             f"it has NaN or infinite entries")
+        if not ok_nonneg:
+            raise ValueError(f"{name} must be a probability distribution per row: "
+                             f"it has negative entries (min {float(q.min()):.3g})")
+        if not ok_sums:
+            worst = float((rowsum - 1).abs().max())
+            raise ValueError(f"{name} must be a probability distribution per row: rows must sum "
+                             f"to 1 (within {tol:g}), the worst row is off by {worst:.3g}")
+    return q

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real-data root and the CUDA device, each skipped with a reason when absent."""
+"""Shared fixtures: the real-data root and the CUDA device, each skipping with a reason."""
 
 from __future__ import annotations
 
