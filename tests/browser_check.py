@@ -178,6 +178,9 @@ JS_INSPECT = r"""
     .map(m => m.textContent.slice(0, 120));
   out.mathErrors = sel('mjx-merror, [data-mjx-error]').map(e =>
       (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 200));
+  // an undefined macro is drawn in red (MathJax's noundefined extension), not as an error
+  sel('mjx-assistive-mml mtext[mathcolor="red"]').forEach(e =>
+      out.mathErrors.push('undefined TeX macro ' + e.textContent.slice(0, 80)));
   out.mathJaxLoaded = !!(window.MathJax && MathJax.startup);
   const clone = document.querySelector('main') ? document.querySelector('main').cloneNode(true)
                                                 : document.body.cloneNode(true);
