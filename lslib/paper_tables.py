@@ -256,7 +256,8 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     ``ours`` is a results table of :func:`lslib.experiments.run_sweep`. Our BLS rows are taken at
     temperature ``bls_temperature`` (None: keep every T). Returns one row per paper cell and
     protocol, columns setup, protocol, defence, alpha, T, attack, eps, paper, ours, diff
-    (ours - paper), n, paper_best; cells we did not run have ``ours`` NaN.
+    (ours - paper), n, l2_median (ours, DeepFool/CW), paper_best; cells we did not run have
+    ``ours`` NaN.
     """
     o = ours.copy()
     if protocol is not None:
@@ -269,20 +270,24 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     out = []
     for proto, group in o.groupby("protocol", sort=False):
         left = p.assign(protocol=proto).fillna({"alpha": _NA, "eps": _NA})
-        right = group[[*_KEYS, "T", "accuracy", "n"]].fillna({"alpha": _NA, "eps": _NA})
+        extra = [c for c in ("l2_median",) if c in group]
+        right = group[[*_KEYS, "T", "accuracy", "n", *extra]].fillna({"alpha": _NA, "eps": _NA})
         merged = left.merge(right, on=_KEYS, how="left", suffixes=("_paper", "_ours"))
         out.append(merged)
     if not out:
         return pd.DataFrame(columns=["setup", "protocol", "defence", "alpha", "T", "attack",
-                                     "eps", "paper", "ours", "diff", "n", "paper_best"])
+                                     "eps", "paper", "ours", "diff", "n", "l2_median",
+                                     "paper_best"])
     m = pd.concat(out, ignore_index=True)
     m = m.rename(columns={"accuracy_paper": "paper", "accuracy_ours": "ours",
                           "best": "paper_best"})
     m["alpha"] = m["alpha"].where(m["alpha"] != _NA)
     m["eps"] = m["eps"].where(m["eps"] != _NA)
     m["diff"] = m["ours"] - m["paper"]
+    if "l2_median" not in m:
+        m["l2_median"] = math.nan
     return m[["setup", "protocol", "defence", "alpha", "T", "attack", "eps", "paper", "ours",
-              "diff", "n", "paper_best"]]
+              "diff", "n", "l2_median", "paper_best"]]
 
 
 def _num(v: float, fmt: str = "{:.3f}") -> str:
@@ -291,28 +296,33 @@ def _num(v: float, fmt: str = "{:.3f}") -> str:
 
 def format_side_by_side(frame: pd.DataFrame) -> str:
     """A printable rendering of :func:`side_by_side`: per set-up, protocol and attack, one line
-    per defence and alpha, one column group per eps holding paper, ours and ours - paper."""
+    per defence and alpha, one column group per eps holding paper, ours and ours - paper (and,
+    for DeepFool and CW, our median L2 norm of the successful perturbations)."""
     lines = []
+    frame = frame.assign(alpha=frame["alpha"].fillna(_NA), eps=frame["eps"].fillna(_NA))
     for (setup, proto, attack), g in frame.groupby(["setup", "protocol", "attack"], sort=False):
         eps_values = list(dict.fromkeys(g["eps"].tolist()))
+        with_l2 = attack in ("DeepFool", "CW") and "l2_median" in g
         lines.append(f"== {setup} | protocol {proto} | {attack} (Table {TABLE_NUMBER[attack]})")
         header = f"{'defence':8s} {'alpha':>6s}"
         for e in eps_values:
-            label = "" if isinstance(e, float) and math.isnan(e) else (
-                "clean" if e == 0 else f"eps={e:g}")
-            header += f" | {label:^21s}"
-        lines.append(header)
-        lines.append(f"{'':8s} {'':>6s}" + " | paper   ours   diff " * len(eps_values))
-        keys = list(dict.fromkeys(zip(g["defence"], g["alpha"].fillna(_NA), strict=True)))
-        for defence, alpha in keys:
-            sel = g[(g["defence"] == defence) & (g["alpha"].fillna(_NA) == alpha)]
+            label = "" if e == _NA else ("clean" if e == 0 else f"eps={e:g}")
+            header += f" | {label:^19s}"
+        sub = f"{'':8s} {'':>6s}" + f" | {'paper':>5s} {'ours':>5s} {'diff':>6s}" * len(
+            eps_values)
+        if with_l2:
+            header += " |"
+            sub += f" | {'L2 median':>9s}"
+        lines += [header, sub]
+        for (defence, alpha), cells in g.groupby(["defence", "alpha"], sort=False):
             line = f"{defence:8s} {'' if alpha == _NA else f'{alpha:g}':>6s}"
             for e in eps_values:
-                c = sel[sel["eps"].isna()] if isinstance(e, float) and math.isnan(e) else (
-                    sel[sel["eps"] == e])
+                c = cells[cells["eps"] == e]
                 paper, ours, diff = ((c.iloc[0]["paper"], c.iloc[0]["ours"], c.iloc[0]["diff"])
                                      if len(c) else (math.nan, math.nan, math.nan))
-                line += f" | {_num(paper)} {_num(ours)} {_num(diff, '{:+.3f}')}"
+                line += f" | {_num(paper):>5s} {_num(ours):>5s} {_num(diff, '{:+.3f}'):>6s}"
+            if with_l2:
+                line += f" | {_num(cells.iloc[0]['l2_median'], '{:.2f}'):>9s}"
             lines.append(line)
         lines.append("")
     return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""The command line: python -m lslib reproduce / compare / setups."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lslib.__main__ import COMMANDS, build_parser, main
+from lslib.experiments import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_subcommands_are_registered():
+    assert {"reproduce", "compare", "setups"} <= set(COMMANDS)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([])  # a command is required
+
+
+def test_python_dash_m_lslib_runs():
+    out = subprocess.run([sys.executable, "-m", "lslib", "--help"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    assert "reproduce" in out and "compare" in out
+
+
+def test_setups_lists_every_setup_and_protocol(capsys):
+    assert main(["setups"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist-linear", "mnist-lenet", "cifar-lenet", "cifar-resnet", "svhn-lenet",
+                 "protocol paper", "protocol strong"):
+        assert name in out
+
+
+def test_reproduce_quick_then_compare(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    args = ["reproduce", "svhn-lenet", "--quick", "--synthetic", "--protocol", "paper",
+            "--methods", "ALS", "--alphas", "0.1", "--baselines", "natural",
+            "--attacks", "clean,FGSM,DeepFool", "--n-test", "8", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (8 rows)" in printed and "mean_abs_diff" in printed
+    table = read_results(out)
+    assert set(table["protocol"]) == {"paper"} and set(table["setup"]) == {"svhn-lenet"}
+    meta = (tmp_path / "r.csv.meta.json").read_text()
+    assert "python -m lslib reproduce svhn-lenet --quick" in meta
+    assert main(["compare", str(out), "--attack", "FGSM", "--csv", str(tmp_path / "c.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "svhn-lenet | protocol paper | FGSM (Table 2)" in text
+    assert "0.458" in text  # the paper's ALS alpha=0.1 eps=0.05 cell for SVHN LeNet
+    assert (tmp_path / "c.csv").exists()
+
+
+def test_bad_input_is_reported(tmp_path, capsys):
+    assert main(["reproduce", "imagenet-vgg", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown set-up" in capsys.readouterr().err
+    assert main(["reproduce", "mnist-linear", "--methods", "XLS",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert main(["compare", str(tmp_path / "missing.csv")]) == 2
+    with pytest.raises(SystemExit):
+        main(["reproduce", "mnist-linear", "--alphas", "a,b"])
