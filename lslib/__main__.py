@@ -77,6 +77,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="test images per attack for every protocol (default: the protocol's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--reverse", action="store_true",
+                   help="take the rows from the end: a second process on the same --out "
+                   "shares the work")
     p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_reproduce)
 
@@ -114,7 +117,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     table = run_sweep(sweep, out, cache=args.cache, data_root=args.data_root,
                       device=args.device, download=args.download,
                       progress=not args.no_progress, command=command,
-                      max_rows=args.max_rows,
+                      max_rows=args.max_rows, reverse=args.reverse,
                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"wrote {out} ({len(table)} rows)")
     cmp = side_by_side(table)

@@ -587,6 +587,14 @@ def _write_table(out: Path, table: pd.DataFrame) -> None:
     _atomic_write(out, lambda p: table.to_csv(p, index=False, float_format="%.10g"))
 
 
+def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
+    """A row's protocol, its model's training config and the hash of every setting."""
+    protocol = sweep.protocol(row.protocol)
+    config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
+                                      data_source=sweep.data_source)
+    return protocol, config, _settings_hash(row, protocol, config)
+
+
 def _settings_hash(row: Row, protocol: Protocol, config: TrainConfig) -> str:
     payload = json.dumps({"v": RUNNER_VERSION, "model": config.key(),
                           "attack": protocol.describe(row.attack),
@@ -612,12 +620,15 @@ def run_sweep(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     max_rows: int | None = None,
+    reverse: bool = False,
 ) -> pd.DataFrame:
     """Run ``sweep``, writing ``out`` (CSV), ``out.journal.jsonl`` and ``out.meta.json``.
 
     Rows already in the journal with the same settings are skipped, so a killed run resumes.
-    ``max_rows`` stops after computing that many new rows (for tests). Returns the table as
-    read back from ``out``.
+    The journal is re-read before each row, so two processes may work on the same ``out`` at
+    once (start the second with ``reverse=True``: it takes the rows from the other end, and they
+    meet in the middle; models are shared through the cache). ``max_rows`` stops after computing
+    that many new rows (for tests). Returns the table as read back from ``out``.
     """
     from tqdm.auto import tqdm
 
@@ -631,32 +642,36 @@ def run_sweep(
     prov = provenance(device)
     for stale in out.parent.glob(f".{out.name}*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    done = {e["key"]: e.get("settings") for e in read_journal(journal)}
+    def finished() -> dict[str, str]:
+        return {e["key"]: e.get("settings") for e in read_journal(journal)}
 
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
-    session = {"command": command or "lslib.experiments.run_sweep (Python API)",
-               "sweep": dataclasses.asdict(sweep), "started": _now(), "finished": None,
-               "rows_computed": 0, "models_trained": 0, "wall_seconds": None, **prov}
-    meta["sessions"].append(session)
-    meta["output"] = out.name
+    session = {"id": f"{os.getpid()}-{time.time():.0f}",
+               "command": command or "lslib.experiments.run_sweep (Python API)",
+               "sweep": dataclasses.asdict(sweep), "reverse": reverse, "started": _now(),
+               "finished": None, "rows_computed": 0, "models_trained": 0, "wall_seconds": None,
+               **prov}
 
-    def save_meta() -> None:
+    def save_meta() -> None:  # re-read: another process may have added its session meanwhile
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
+        others = [s for s in meta["sessions"] if s.get("id") != session["id"]]
+        meta.update(output=out.name, sessions=[*others, session])
         _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2,
                                                                    default=str) + "\n"))
 
     save_meta()
     start = time.perf_counter()
     rows = sweep.rows()
+    done = finished()
     model_cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
     test_cache: dict[tuple[str, str], TensorData] = {}
     computed = 0
-    bar = tqdm(rows, desc="sweep", disable=not progress, unit="row")
+    bar = tqdm(rows[::-1] if reverse else rows, desc="sweep", disable=not progress, unit="row")
     for row in bar:
         setup = SETUPS[row.setup]
-        protocol = sweep.protocol(row.protocol)
-        config = row.defence.train_config(setup, seed=sweep.seed, quick=sweep.quick,
-                                          data_source=sweep.data_source)
-        settings = _settings_hash(row, protocol, config)
+        protocol, config, settings = _plan(row, sweep)
+        if done.get(row.key) == settings:
+            continue
+        done = finished()  # another process may have done it
         if done.get(row.key) == settings:
             continue
         if max_rows is not None and computed >= max_rows:
@@ -700,7 +715,8 @@ def run_sweep(
     _write_table(out, table_from_journal(read_journal(journal)))
     session["finished"] = _now()
     session["wall_seconds"] = time.perf_counter() - start
-    session["complete"] = all(done.get(r.key) is not None for r in rows)
+    done = finished()
+    session["complete"] = all(done.get(r.key) == _plan(r, sweep)[2] for r in rows)
     save_meta()
     return read_results(out)
 
