@@ -103,7 +103,7 @@ ATTACK_NAMES = ("clean", "FGSM", "BIM", "DeepFool", "CW")
 _METHOD_OF = {"ALS": "adversarial", "SLS": "standard", "BLS": "boltzmann", "SBLS": "second_best"}
 #: Columns that depend on when/where a row ran, not on what it computed.
 TIMING_COLUMNS = ("seconds", "train_seconds", "finished", "lslib_version", "git_commit",
-                  "git_dirty", "device")
+                  "git_dirty", "source_hash", "device")
 #: Bump when a change here changes what a row computes (journal rows of other versions re-run).
 RUNNER_VERSION = 1
 
@@ -392,13 +392,24 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def source_hashes() -> dict[str, str]:
+    """sha256 (12 hex digits) of every module of the package as it is on disk now: with a dirty
+    tree this still says exactly which code produced a result."""
+    here = Path(__file__).resolve().parent
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+            for p in sorted(here.glob("*.py"))}
+
+
 def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """lslib and torch versions, git commit and dirty flag, device, python, host time."""
+    """lslib and torch versions, git commit and dirty flag, a hash of the package's sources,
+    device, python."""
     import lslib
 
     commit, dirty = _git_state()
+    files = source_hashes()
     return {
         "lslib_version": lslib.__version__, "git_commit": commit, "git_dirty": dirty,
+        "source_hash": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12],
         "device": _device_name(torch.device(device)), "torch_version": torch.__version__,
         "python": sys.version.split()[0],
     }
@@ -522,7 +533,8 @@ def _evaluate(row: Row, model: nn.Module, test: TensorData, protocol: Protocol, 
 COLUMNS = ("setup", "table_name", "defence", "alpha", "T", "protocol", "attack", "eps",
            "eps_pixels", "accuracy", "n", "clean_accuracy", "l2_median", "l2_mean",
            "attack_settings", "model_key", "seed", "quick", "data_source", "seconds",
-           "train_seconds", "finished", "lslib_version", "git_commit", "git_dirty", "device")
+           "train_seconds", "finished", "lslib_version", "git_commit", "git_dirty",
+           "source_hash", "device")
 
 
 def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -649,7 +661,7 @@ def run_sweep(
                "command": command or "lslib.experiments.run_sweep (Python API)",
                "sweep": dataclasses.asdict(sweep), "reverse": reverse, "started": _now(),
                "finished": None, "rows_computed": 0, "models_trained": 0, "wall_seconds": None,
-               **prov}
+               **prov, "sources": source_hashes()}
 
     def save_meta() -> None:  # re-read: another process may have added its session meanwhile
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
@@ -701,7 +713,8 @@ def run_sweep(
             "seed": sweep.seed, "quick": sweep.quick, "data_source": sweep.data_source,
             "train_seconds": record["seconds"], "finished": _now(),
             "lslib_version": prov["lslib_version"], "git_commit": prov["git_commit"],
-            "git_dirty": prov["git_dirty"], "device": prov["device"],
+            "git_dirty": prov["git_dirty"], "source_hash": prov["source_hash"],
+            "device": prov["device"],
         }
         _append_journal(journal, {"key": row.key, "settings": settings, "row": record_row})
         done[row.key] = settings

@@ -120,8 +120,8 @@ def test_run_sweep_writes_a_tidy_table_with_provenance_and_resumes(tmp_path):
     assert len(table) == len(sweep.rows()) == 2 * 2 * 5
     assert list(read_results(out).columns) == list(table.columns)
     assert table["accuracy"].between(0, 1).all() and (table["n"] == 16).all()
-    for col in ("lslib_version", "git_commit", "git_dirty", "device", "seed", "seconds",
-                "train_seconds", "model_key", "attack_settings"):
+    for col in ("lslib_version", "git_commit", "git_dirty", "source_hash", "device", "seed",
+                "seconds", "train_seconds", "model_key", "attack_settings"):
         assert table[col].notna().all(), col
     minimal = table[table.attack.isin(["DeepFool", "CW"])]
     assert minimal["l2_median"].notna().any() and minimal["eps"].isna().all()
