@@ -18,7 +18,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["logit_jacobian", "gradient_gaps", "linear_radius", "paper_fgsm_threshold"]
+__all__ = [
+    "logit_jacobian",
+    "gradient_gaps",
+    "linear_radius",
+    "linear_robust",
+    "paper_fgsm_threshold",
+]
 
 
 def _check(model: nn.Module, x: Tensor, y: Tensor) -> None:
@@ -83,3 +89,34 @@ def paper_fgsm_threshold(gaps: Tensor, y: Tensor) -> Tensor:
     if gaps.ndim != 2 or y.shape != (gaps.shape[0],):
         raise ValueError("gaps must be (N, K) and y (N,)")
     return 1.0 / gaps.max(1).values
+
+
+def linear_robust(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
+                  box: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+    """Whether each point is robust (bool, N) to every L-inf perturbation of size ``eps`` that
+    keeps the input in ``box``, for the first-order model of the logits at ``x``.
+
+    Exact for a linear model: ``min_delta (z_y - z_j)(x + delta)`` over the box
+    ``[max(-eps, lo - x), min(eps, hi - x)]`` separates over the coordinates (each at the end of
+    its interval that the sign of ``grad(z_y - z_j)`` picks), so the point is robust iff every
+    such minimum over ``j != y`` is positive. ``box=None`` drops the pixel box (then it is
+    ``linear_radius > eps``). Misclassified points are never robust.
+    """
+    _check(model, x, y)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    with torch.no_grad():
+        z = model(x)
+    jac = logit_jacobian(model, x)  # (N, K, D)
+    idx = torch.arange(x.shape[0])
+    g = jac[idx, y][:, None, :] - jac  # grad of z_y - z_j, (N, K, D)
+    flat = x.detach().reshape(x.shape[0], 1, -1).to(jac.dtype)
+    lo = torch.full_like(flat, -float(eps))
+    hi = torch.full_like(flat, float(eps))
+    if box is not None:
+        lo = torch.maximum(lo, box[0] - flat)
+        hi = torch.minimum(hi, box[1] - flat)
+    worst = torch.minimum(g * lo, g * hi).sum(-1)  # (N, K)
+    margin = z[idx, y][:, None] - z + worst
+    margin[idx, y] = float("inf")
+    return (margin > 0).all(1)

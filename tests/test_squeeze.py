@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from lslib.models import LinearModel
-from lslib.squeeze import gradient_gaps, linear_radius, logit_jacobian, paper_fgsm_threshold
+from lslib.squeeze import (
+    gradient_gaps,
+    linear_radius,
+    linear_robust,
+    logit_jacobian,
+    paper_fgsm_threshold,
+)
 from lslib.toy import probability_grid, train_moons_mlp, two_moons
 
 
@@ -133,3 +139,35 @@ def test_bad_inputs():
         gradient_gaps(m, torch.rand(3, 12, dtype=torch.float64), torch.zeros(2, dtype=torch.long))
     with pytest.raises(TypeError):
         gradient_gaps("model", torch.rand(3, 12), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.1, 0.3])
+def test_linear_robust_matches_brute_force_over_the_vertices(eps):
+    """The feasible set (ball cut by the box) is a box, so a linear function's minimum over it is
+    at one of its 2^D vertices: enumerate them all (D = 6)."""
+    import itertools
+
+    torch.manual_seed(2)
+    m = LinearModel(in_features=6, num_classes=3, mean=0.1, std=0.5).double()
+    with torch.no_grad():
+        m.fc.weight.normal_()
+        m.fc.bias.normal_(std=0.1)
+    x = torch.rand(40, 1, 2, 3, dtype=torch.float64)
+    x[:10, 0, 0, 0] = 0.0  # some pixels on the box
+    x[10:20, 0, 1, 2] = 1.0
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 3
+    robust = linear_robust(m, x, y, eps)
+    free = linear_robust(m, x, y, eps, box=None)
+    assert torch.equal(free, linear_radius(m, x, y) > eps)
+    for n in range(40):
+        flat = x[n].reshape(-1)
+        lo = torch.clamp(flat - eps, 0, 1)
+        hi = torch.clamp(flat + eps, 0, 1)
+        verts = torch.stack([torch.where(torch.tensor(bits, dtype=torch.bool), hi, lo)
+                             for bits in itertools.product([0, 1], repeat=6)])
+        with torch.no_grad():
+            pred = m(verts.reshape(-1, 1, 2, 3)).argmax(1)
+        assert bool(robust[n]) == bool((pred == y[n]).all())
+    assert (free.long() <= robust.long()).all()  # the box only helps the model
