@@ -57,6 +57,7 @@ of the right shape (tests of the CIFAR10/SVHN set-ups, which cannot be downloade
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -66,7 +67,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -556,9 +557,26 @@ def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
     return entries
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing), so that
+    cooperating workers do their read-modify-writes one at a time."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _append_journal(path: Path, entry: dict[str, Any]) -> None:
     line = json.dumps(entry, sort_keys=True) + "\n"
-    with open(path, "ab") as f:
+    with _locked(path.with_name(path.name + ".lock")), open(path, "ab") as f:
         # a torn previous line would swallow this one: start a fresh line if needed
         if f.tell() > 0:
             with open(path, "rb") as r:
@@ -664,11 +682,12 @@ def run_sweep(
                **prov, "sources": source_hashes()}
 
     def save_meta() -> None:  # re-read: another process may have added its session meanwhile
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
-        others = [s for s in meta["sessions"] if s.get("id") != session["id"]]
-        meta.update(output=out.name, sessions=[*others, session])
-        _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2,
-                                                                   default=str) + "\n"))
+        with _locked(journal.with_name(journal.name + ".lock")):
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
+            others = [s for s in meta["sessions"] if s.get("id") != session["id"]]
+            meta.update(output=out.name, sessions=[*others, session])
+            _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2,
+                                                                       default=str) + "\n"))
 
     save_meta()
     start = time.perf_counter()
