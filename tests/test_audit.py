@@ -1,0 +1,203 @@
+"""lslib.audit against independent truths: the Square attack reaches the closed-form L-inf robust
+accuracy of a linear model (the margin over the L1 norm of the weight difference, see
+lslib.squeeze); the checklist passes a normally trained network, flags the same network behind a
+zero-gradient input quantisation (masking by construction), and flags attacks built to be weak
+where the sign says they are."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lslib.attacks import AttackResult, bim, fgsm
+from lslib.audit import SIGNS, audit, square_linf, transfer_attack
+from lslib.models import LinearModel
+from lslib.squeeze import linear_radius
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _linear_problem():
+    torch.manual_seed(0)
+    m = LinearModel(in_features=64, num_classes=4, mean=0.5, std=0.25).double()
+    # inside [0.3, 0.7]: for eps <= 0.3 the [0, 1] box never binds, so the radius is exact
+    x = 0.3 + 0.4 * torch.rand(200, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    y[:20] = (y[:20] + 1) % 4  # some misclassified points (robust accuracy counts them as lost)
+    return m, x, y
+
+
+@pytest.mark.parametrize("eps", [0.005, 0.01, 0.02])
+def test_square_reaches_the_closed_form_robust_accuracy_of_a_linear_model(eps):
+    m, x, y = _linear_problem()
+    exact = float((linear_radius(m, x, y) > eps).double().mean())
+    res = square_linf(m, x, y, eps, queries=1000, generator=torch.Generator().manual_seed(1))
+    found = float((~res.success).double().mean())
+    assert exact <= found + 1e-12  # no attack beats the exact minimum
+    assert found <= exact + 0.025
+
+
+def test_square_stays_in_the_ball_and_the_box_and_reports_success_exactly():
+    m, x, y = _linear_problem()
+    x = x.clone()
+    x[:, :, :2] = 0.0  # pixels on the box edge
+    x[:, :, -2:] = 1.0
+    x0 = x.clone()
+    res = square_linf(m, x, y, 0.05, queries=50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, x0)
+    assert res.adversarial.shape == x.shape and res.adversarial.dtype == x.dtype
+    assert (res.adversarial - x).abs().max() <= 0.05 + 1e-12
+    assert res.adversarial.min() >= 0 and res.adversarial.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(res.success, m(res.adversarial).argmax(1) != y)
+    assert torch.allclose(res.norms, (res.adversarial - x).flatten(1).abs().amax(1))
+    zero = square_linf(m, x, y, 0.0, queries=20)
+    assert torch.equal(zero.adversarial, x)
+    with torch.no_grad():
+        assert torch.equal(zero.success, m(x).argmax(1) != y)
+
+
+def test_square_rejects_bad_inputs():
+    m, x, y = _linear_problem()
+    with pytest.raises(ValueError):
+        square_linf(m, x.flatten(1), y, 0.1)
+    with pytest.raises(ValueError):
+        square_linf(m, x, y, -0.1)
+    with pytest.raises(ValueError):
+        square_linf(m, x + 1.0, y, 0.1)
+    with pytest.raises(ValueError):
+        square_linf(m, x, y[:-1], 0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# the checklist on a small network, honest and masked
+# ------------------------------------------------------------------------------------------------
+
+
+def _data(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(42))
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = (protos[y] + 0.25 * torch.randn(n, 1, 8, 8, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def _trained_mlp(seed: int, x, y) -> nn.Module:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    return m.eval()
+
+
+class _Quantised(nn.Module):
+    """Rounds the input to multiples of 1/4 first: torch.round's gradient is zero everywhere, so
+    every gradient attack sees a flat loss (gradient masking by construction)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 4) / 4)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    xt, yt = _data(1000, 0)
+    return _trained_mlp(0, xt, yt), _trained_mlp(1, xt, yt), _data(200, 1)
+
+
+def test_audit_passes_a_normal_network(nets):
+    model, source, (x, y) = nets
+    rep = audit(model, x, y, eps=0.25, source_model=source, square_queries=500)
+    assert [s.name for s in rep.signs] == list(SIGNS)
+    assert rep.passed, str(rep)
+    assert rep.clean_accuracy > 0.95
+    assert rep.curves["white_box"][0] == pytest.approx(rep.clean_accuracy)
+    assert rep.curves["white_box"][-1] == 0.0
+
+
+def test_audit_flags_a_gradient_masked_network(nets):
+    model, source, (x, y) = nets
+    masked = _Quantised(model)
+    rep = audit(masked, x, y, eps=0.25, source_model=source, square_queries=500)
+    assert not rep.passed
+    failed = {s.name for s in rep.signs if not s.passed}
+    assert {"transfer_beats_white_box", "gradient_free_beats_white_box",
+            "no_zero_at_large_eps"} <= failed, str(rep)
+    assert rep.accuracy["white_box"] > 0.9 > 0.2 > rep.accuracy["square"]
+    assert "FAIL" in str(rep) and len(rep.rows()) == len(SIGNS)
+    with pytest.raises(KeyError):
+        rep.sign("nope")
+
+
+def _noop(model, x, y, eps):
+    with torch.no_grad():
+        success = model(x).argmax(1) != y
+    return AttackResult(adversarial=x.clone(), success=success, norms=torch.zeros(x.shape[0]))
+
+
+def _weak_when_large(model, x, y, eps):
+    """BIM that gives up above eps = 0.3: accuracy rises again along eps (not monotone)."""
+    return bim(model, x, y, eps) if eps <= 0.3 else _noop(model, x, y, eps)
+
+
+def test_audit_flags_single_step_beating_iterative_and_non_monotone_curves(nets):
+    model, _, (x, y) = nets
+    rep = audit(model, x, y, eps=0.25, white_box=_noop, single_step=fgsm, square_queries=100)
+    assert not rep.sign("single_step_beats_iterative").passed
+    assert rep.sign("transfer_beats_white_box").detail.startswith("not run")
+    rep = audit(model, x, y, eps=0.25, white_box=_weak_when_large, square_queries=100)
+    assert not rep.sign("not_monotone_in_eps").passed
+    assert rep.sign("not_monotone_in_eps").values["rise"] > 0.5
+
+
+def test_transfer_success_is_judged_on_the_target(nets):
+    model, source, (x, y) = nets
+    attack = functools.partial(bim, eps=0.25, steps=10)
+    res = transfer_attack(source, model, x, y, attack)
+    crafted = attack(source, x, y)
+    assert torch.equal(res.adversarial, crafted.adversarial)
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.adversarial).argmax(1) != y)
+
+
+@pytest.mark.data
+def test_the_command_line_audits_a_saved_model(data_root, tmp_path, capsys):
+    import json
+
+    from lslib.audit import main
+
+    torch.manual_seed(0)
+    model = LinearModel()
+    path = tmp_path / "linear.pt"
+    torch.save({"state_dict": model.state_dict(), "record": {}}, path)
+    torch.save(LinearModel().state_dict(), tmp_path / "source.pt")
+    out = tmp_path / "report.json"
+    assert main(["--model", "linear", "--checkpoint", str(path), "--limit", "20", "--eps", "0.1",
+                 "--square-queries", "20", "--data-root", str(data_root), "--device", "cpu",
+                 "--source-model", "linear", "--source-checkpoint", str(tmp_path / "source.pt"),
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [s["name"] for s in report["signs"]] == list(SIGNS)
+    assert all(s["name"] in printed for s in report["signs"])
+    assert report["eps"] == 0.1 and report["curves"]["white_box"][-1] <= 1.0
+    with pytest.raises(SystemExit):
+        main(["--model", "linear", "--checkpoint", str(path), "--eps", "0.1",
+              "--source-model", "linear"])
