@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--screenshots", type=Path, default=ROOT / "_build" / "screenshots")
     ap.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
     ap.add_argument("--config", type=Path, default=ROOT / "_config.yml")
-    ap.add_argument("--slider-pages", nargs="*", default=["book/framework", "book/fading_gaussian"],
+    ap.add_argument("--slider-pages", nargs="*", default=["book/framework", "book/fading_gaussian",
+                                                          "book/logit_squeezing", "book/attacks"],
                     help="docnames that must have at least one working slider")
     ap.add_argument("--chromium", default=CHROMIUM)
     args = ap.parse_args(argv)
