@@ -67,7 +67,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +86,7 @@ __all__ = [
     "DEFENCE_NAMES",
     "PROTOCOLS",
     "SETUPS",
+    "TIMING_COLUMNS",
     "Defence",
     "Protocol",
     "Row",
@@ -96,6 +97,8 @@ __all__ = [
     "read_journal",
     "read_results",
     "run_sweep",
+    "source_hashes",
+    "table_from_journal",
     "train_or_load",
 ]
 
@@ -755,8 +758,3 @@ def run_sweep(
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def wanted_rows(sweep: Sweep) -> Sequence[str]:
-    """The keys of every row ``sweep`` produces (to check a table is complete)."""
-    return [r.key for r in sweep.rows()]
