@@ -27,7 +27,9 @@ for models without batch normalisation, which are the ones the paper adversarial
 Reproducibility
 ---------------
 ``seed`` seeds the weight initialisation, the shuffling (its own :class:`torch.Generator`) and
-dropout; on the CPU two runs with the same config give bit-identical weights (tested). On a CUDA
+dropout; on the CPU two runs with the same config and the same number of torch threads give
+bit-identical weights (tested; another thread count changes the order of floating-point sums,
+hence the weights: on MNIST that moves robust accuracies by up to ~0.015). On a CUDA
 device the forward/backward runs under ``torch.autocast(dtype=torch.bfloat16)`` (``amp=None``
 means "on for CUDA, off otherwise"; the CPU never uses it), and cuDNN kernels are not guaranteed to
 be deterministic.
