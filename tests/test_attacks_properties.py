@@ -25,14 +25,7 @@ from torch import nn
 from lslib import attacks as A
 from lslib.losses import SmoothCrossEntropyLoss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is as fast, and immune to OpenMP oversubscription on a busy CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,

@@ -18,13 +18,7 @@ from lslib.audit import SIGNS, audit, square_linf, transfer_attack
 from lslib.models import LinearModel
 from lslib.squeeze import linear_radius
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _linear_problem():

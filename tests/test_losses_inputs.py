@@ -18,14 +18,7 @@ Z = torch.randn(4, 3)
 Y = torch.tensor([0, 1, 2, 1])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and spin-waiting OpenMP threads make a
-    loaded machine (parallel test workers, other jobs) many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _entry_points(logits, target, method="standard", **kw):

@@ -20,13 +20,7 @@ from lslib.squeeze import (
 )
 from lslib.toy import probability_grid, train_moons_mlp, two_moons
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_moons_without_noise_lies_on_the_half_circles():
