@@ -8,6 +8,8 @@ Commands (argparse subparsers; add a new one with a ``_add_<name>`` function and
   attack protocols, resumable; writes a results CSV (+ ``.journal.jsonl`` and ``.meta.json``).
 - ``compare RESULTS.csv``: the paper's Tables 2-6 beside ours, cell for cell, with the difference.
 - ``setups``: the set-ups, their models, training settings and protocols.
+- ``audit --model NAME --checkpoint FILE --eps EPS ...``: the gradient-masking checklist of
+  :mod:`lslib.audit` for a saved model (``python -m lslib audit --help`` lists its options).
 
 Examples::
 
@@ -190,10 +192,17 @@ def _setups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    # listed here for the help; main() hands everything after `audit` to lslib.audit's own parser
+    sub.add_parser("audit", add_help=False,
+                   help="gradient-masking checklist for a saved model (see audit --help)")
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "reproduce": _add_reproduce,
     "compare": _add_compare,
     "setups": _add_setups,
+    "audit": _add_audit,
 }
 
 
@@ -207,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        from lslib.audit import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     return int(args.func(args) or 0)

@@ -62,3 +62,14 @@ def test_bad_input_is_reported(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing.csv")]) == 2
     with pytest.raises(SystemExit):
         main(["reproduce", "mnist-linear", "--alphas", "a,b"])
+
+
+def test_audit_subcommand_hands_its_options_to_lslib_audit(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--checkpoint" in out and "--eps" in out
+    with pytest.raises(SystemExit) as exc:  # a required option missing: argparse's error
+        main(["audit", "--model", "mlp"])
+    assert exc.value.code == 2
