@@ -219,6 +219,14 @@ def _loss_and_grad(model: nn.Module, xa: Tensor, y: Tensor,
     return grad, logits.detach()
 
 
+def _clean_logits(model: nn.Module, xc: Tensor, yc: Tensor) -> Tensor:
+    """The model's logits on the clean batch (no graph), checked against the labels."""
+    with torch.no_grad():
+        logits = model(xc)
+    _check_logits(logits, yc)
+    return logits
+
+
 def _input_grad(out: Tensor, xg: Tensor, grad_outputs: Tensor | None = None,
                 retain_graph: bool = False) -> Tensor:
     if not out.requires_grad:
@@ -420,9 +428,7 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
         n = xc.shape[0]
         if n == 0:
             return _empty_result(x, "l2", True)
-        with torch.no_grad():
-            logits0 = model(xc)
-        _check_logits(logits0, yc)
+        logits0 = _clean_logits(model, xc, yc)
         k = min(candidates, logits0.shape[1])
         cand = logits0.topk(k, dim=1).indices  # column 0 is the prediction
         adv = xc.clone()
@@ -456,7 +462,6 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
                 cj = others[:, j : j + 1]
                 go = torch.zeros_like(z).scatter_(1, cj, 1.0).scatter_(1, ya[:, None], -1.0)
                 w = _input_grad(z, xg, go, retain_graph=j < k - 2)
-                # box-aware linearisation: pixels at a bound cannot move outwards
                 f = (z.detach().gather(1, cj) - zy).squeeze(1).abs()
                 wn = w.flatten(1).norm(dim=1).clamp_min(1e-12)
                 dist = f / wn
@@ -539,9 +544,7 @@ def carlini_wagner_l2(model: nn.Module, x: Tensor, y: Tensor, *, binary_search_s
         n = xc.shape[0]
         if n == 0:
             return _empty_result(x, "l2", True)
-        with torch.no_grad():
-            logits0 = model(xc)
-        _check_logits(logits0, yc)
+        logits0 = _clean_logits(model, xc, yc)
         dev, dt = xc.device, xc.dtype
         todo = (logits0.argmax(1) == yc).nonzero().squeeze(1)  # misclassified: x is the answer
         best_adv = xc.clone()
