@@ -620,6 +620,33 @@ def _write_table(out: Path, table: pd.DataFrame) -> None:
     _atomic_write(out, lambda p: table.to_csv(p, index=False, float_format="%.10g"))
 
 
+def _refresh_table(out: Path, journal: Path) -> None:
+    """Rewrite ``out`` from the journal, under the journal's lock: with cooperating workers, a
+    table read from an older journal can then never overwrite one read from a newer."""
+    with _locked(journal.with_name(journal.name + ".lock")):
+        _write_table(out, table_from_journal(read_journal(journal)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the ``.<name>.<pid>.tmp`` files that a killed run left beside ``out``; a live
+    worker's file (a cooperating process mid-write) is left alone."""
+    for tmp in out.parent.glob(f".{out.name}*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
 def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
     """A row's protocol, its model's training config and the hash of every setting."""
     protocol = sweep.protocol(row.protocol)
@@ -673,8 +700,7 @@ def run_sweep(
     cache_path = cache_dir(cache)
     log = log or (lambda msg: tqdm.write(msg) if progress else None)
     prov = provenance(device)
-    for stale in out.parent.glob(f".{out.name}*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+    _remove_stale_temporaries(out)
     def finished() -> dict[str, str]:
         return {e["key"]: e.get("settings") for e in read_journal(journal)}
 
@@ -742,12 +768,12 @@ def run_sweep(
         done[row.key] = settings
         computed += 1
         session["rows_computed"] = computed
-        _write_table(out, table_from_journal(read_journal(journal)))
+        _refresh_table(out, journal)
         if computed % 10 == 0:
             session["wall_seconds"] = time.perf_counter() - start
             save_meta()
     bar.close()
-    _write_table(out, table_from_journal(read_journal(journal)))
+    _refresh_table(out, journal)
     session["finished"] = _now()
     session["wall_seconds"] = time.perf_counter() - start
     done = finished()

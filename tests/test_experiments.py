@@ -20,6 +20,7 @@ from lslib.experiments import (
     TIMING_COLUMNS,
     Defence,
     Sweep,
+    _remove_stale_temporaries,
     cache_dir,
     read_journal,
     read_results,
@@ -209,3 +210,25 @@ def test_cifar_and_svhn_setups_run_end_to_end_on_synthetic_stand_ins(tmp_path, s
     assert (fgsm["eps_pixels"] == 0.025).all()  # half of the paper's eps on [0, 1] pixels
     assert (table["data_source"] == "synthetic").all()
     assert not math.isnan(table["train_seconds"].iloc[0])
+
+
+def test_stale_temporaries_of_dead_workers_go_and_a_live_workers_stay(tmp_path):
+    # regression: a second worker starting up used to delete the first one's half-written
+    # meta file, and the first worker's os.replace then failed with FileNotFoundError
+    out = tmp_path / "r.csv"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        kept = tmp_path / f".r.csv.meta.json.{live.pid}.tmp"
+        gone = tmp_path / f".r.csv.{dead.pid}.tmp"
+        odd = tmp_path / ".r.csv.meta.json.tmp"  # no pid in the name: cannot be anyone's
+        other = tmp_path / f".s.csv.{dead.pid}.tmp"  # another output's file
+        for f in (kept, gone, odd, other):
+            f.write_text("x")
+        _remove_stale_temporaries(out)
+        assert kept.exists() and other.exists()
+        assert not gone.exists() and not odd.exists()
+    finally:
+        live.kill()
+        live.wait()
