@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
     ap.add_argument("--config", type=Path, default=ROOT / "_config.yml")
     ap.add_argument("--slider-pages", nargs="*", default=["book/framework", "book/fading_gaussian",
-                                                          "book/logit_squeezing", "book/attacks"],
+                                                          "book/logit_squeezing", "book/attacks",
+                                                          "book/tables", "book/robustness"],
                     help="docnames that must have at least one working slider")
     ap.add_argument("--chromium", default=CHROMIUM)
     args = ap.parse_args(argv)
