@@ -18,9 +18,16 @@ stated default, on the probability scale of the original code).
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from lslib.data import TensorData
 
 __all__ = [
     "ALPHAS",
@@ -29,7 +36,13 @@ __all__ = [
     "TABLES",
     "format_side_by_side",
     "paper_table",
+    "read_provenance",
     "side_by_side",
+    "smoothing_beats_natural",
+    "summarise_differences",
+    "train_and_attack",
+    "versus_alpha",
+    "wide_table",
 ]
 
 ALPHAS = (0.005, 0.1, 0.4)
@@ -208,6 +221,9 @@ PGD-AT | SVHN LeNet   | 0.831
 }
 """The five tables as printed, keyed by attack ("clean" is Table 6, standard accuracy)."""
 
+#: The smoothing methods of the tables (the rows that have an alpha).
+SMOOTHING = ("ALS", "SLS", "BLS", "SBLS")
+
 _COLUMNS = ["table", "setup", "table_name", "defence", "alpha", "attack", "eps", "accuracy",
             "best"]
 
@@ -326,3 +342,213 @@ def format_side_by_side(frame: pd.DataFrame) -> str:
             lines.append(line)
         lines.append("")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# summaries of a side-by-side frame (for the book's chapter "Reproducing Tables 2-6")
+# --------------------------------------------------------------------------------------------
+
+
+def _check_side_by_side(frame: pd.DataFrame) -> None:
+    missing = {"setup", "protocol", "defence", "alpha", "attack", "eps", "paper",
+               "ours"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"not a side_by_side() frame: columns {sorted(missing)} are missing")
+
+
+def summarise_differences(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:
+    """How far our cells are from the paper's, per set-up, protocol and attack.
+
+    ``frame`` is a :func:`side_by_side` frame; only cells where both numbers exist count.
+    Columns: setup, protocol, attack, table, cells, mean_diff (mean of ours - paper),
+    mean_abs_diff, max_abs_diff, within (share of cells with ``|ours - paper| <= tol``).
+    """
+    _check_side_by_side(frame)
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    both = frame[frame["paper"].notna() & frame["ours"].notna()].copy()
+    both["abs"] = (both["ours"] - both["paper"]).abs()
+    both["d"] = both["ours"] - both["paper"]
+    both["in"] = both["abs"] <= tol + 1e-12
+    g = both.groupby(["setup", "protocol", "attack"], sort=False)
+    out = g.agg(cells=("d", "size"), mean_diff=("d", "mean"), mean_abs_diff=("abs", "mean"),
+                max_abs_diff=("abs", "max"), within=("in", "mean")).reset_index()
+    out.insert(3, "table", out["attack"].map(TABLE_NUMBER))
+    return out
+
+
+def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where the paper's pattern holds: the share of label-smoothing cells (ALS, SLS, BLS, SBLS
+    at every alpha) more accurate than the natural model at the same set-up, attack and eps, in
+    the paper's numbers and in ours.
+
+    ``frame`` is a :func:`side_by_side` frame. Columns: setup, protocol, attack, cells (smoothing
+    cells with both numbers and a natural cell to compare with), paper (share in the paper),
+    ours (share in ours). Ties count as not better.
+    """
+    _check_side_by_side(frame)
+    keys = ["setup", "protocol", "attack", "eps"]
+    f = frame.assign(eps=frame["eps"].fillna(-1.0))
+    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
+        columns={"paper": "nat_paper", "ours": "nat_ours"})
+    ls = f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+    ls = ls[ls[["paper", "ours", "nat_paper", "nat_ours"]].notna().all(axis=1)]
+    ls = ls.assign(p=ls["paper"] > ls["nat_paper"], o=ls["ours"] > ls["nat_ours"])
+    out = ls.groupby(["setup", "protocol", "attack"], sort=False).agg(
+        cells=("p", "size"), paper=("p", "mean"), ours=("o", "mean")).reset_index()
+    return out
+
+
+def versus_alpha(frame: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`side_by_side` frame in long form for plots of accuracy against alpha (the paper's
+    Figure 5a-c): one row per cell and source, where source is "paper" or "ours (<protocol>
+    protocol)". The natural model is drawn at alpha = 0 of every smoothing method (as in
+    Figure 5, where alpha = 0 is the natural classifier); PGD-AT keeps alpha NaN (a reference
+    level). Columns: setup, attack, eps, method, alpha, source, accuracy. The paper's numbers
+    appear once, not once per protocol.
+    """
+    _check_side_by_side(frame)
+    parts = []
+    first = frame["protocol"].drop_duplicates().iloc[0] if len(frame) else None
+    paper = frame[frame["protocol"] == first].assign(source="paper", accuracy=frame["paper"])
+    parts.append(paper)
+    for proto, g in frame.groupby("protocol", sort=False):
+        parts.append(g.assign(source=f"ours ({proto} protocol)", accuracy=g["ours"]))
+    long = pd.concat(parts, ignore_index=True) if parts else frame.assign(source=[],
+                                                                          accuracy=[])
+    cols = ["setup", "attack", "eps", "defence", "alpha", "source", "accuracy"]
+    long = long[cols].rename(columns={"defence": "method"})
+    nat = long[long["method"] == "natural"]
+    natural_at_zero = [nat.assign(method=m, alpha=0.0) for m in SMOOTHING]
+    rest = long[long["method"] != "natural"]
+    return pd.concat([rest, *natural_at_zero], ignore_index=True)[
+        ["setup", "attack", "eps", "method", "alpha", "source", "accuracy"]]
+
+
+def wide_table(frame: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """One of Tables 2-6 laid out for reading: one line per set-up, defence and alpha, and per
+    eps the paper's cell, ours and ours - paper for every protocol in ``frame`` (a
+    :func:`side_by_side` frame). Column labels are (eps label, what), what in "paper",
+    "ours <protocol>", "diff <protocol>"."""
+    _check_side_by_side(frame)
+    if attack not in TABLE_NUMBER:
+        raise ValueError(f"attack must be one of {sorted(TABLE_NUMBER)}, got {attack!r}")
+    f = frame[frame["attack"] == attack]
+    if f.empty:
+        raise ValueError(f"no {attack} cells in the frame")
+    protocols = list(dict.fromkeys(f["protocol"]))
+
+    def eps_label(e: float) -> str:
+        if isinstance(e, float) and math.isnan(e):
+            return "unbounded"
+        return "clean" if e == 0 else f"eps {e:g}"
+
+    index = ["setup", "defence", "alpha"]
+    f = f.assign(eps_label=f["eps"].map(eps_label), alpha=f["alpha"].fillna(_NA))
+    pieces = []
+    first = f[f["protocol"] == protocols[0]]
+    pieces.append(first.pivot_table(index=index, columns="eps_label", values="paper",
+                                    sort=False, dropna=False).stack(future_stack=True)
+                  .rename("paper"))
+    for proto in protocols:
+        g = f[f["protocol"] == proto]
+        for what, col in (("ours", "ours"), ("diff", "diff")):
+            pieces.append(g.pivot_table(index=index, columns="eps_label", values=col,
+                                        sort=False, dropna=False).stack(future_stack=True)
+                          .rename(f"{what} {proto}"))
+    long = pd.concat(pieces, axis=1)
+    wide = long.unstack("eps_label")
+    wide.columns = wide.columns.swaplevel(0, 1)
+    labels = list(dict.fromkeys(f["eps_label"]))
+    whats = ["paper", *[f"{w} {p}" for p in protocols for w in ("ours", "diff")]]
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([labels, whats]))
+    setups = list(dict.fromkeys(first["setup"]))
+    order = sorted(dict.fromkeys(map(tuple, first[index].itertuples(index=False))),
+                   key=lambda k: setups.index(k[0]))  # stable: the paper's order per set-up
+    wide = wide.reindex(pd.MultiIndex.from_tuples(order, names=index))
+    wide.index = wide.index.set_levels(
+        wide.index.levels[2].map(lambda a: "" if a == _NA else f"{a:g}"), level=2)
+    return wide
+
+
+def read_provenance(results_csv: str | os.PathLike) -> pd.DataFrame:
+    """The provenance of a results CSV, from its ``<csv>.meta.json`` (written by
+    :func:`lslib.experiments.run_sweep`): one row per session that wrote it, with the command,
+    start and end, wall seconds, rows computed, models trained, git commit and dirty flag,
+    source hash, device, torch and lslib versions and whether the session completed."""
+    meta_path = Path(f"{os.fspath(results_csv)}.meta.json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no provenance file {meta_path} beside {results_csv}")
+    meta = json.loads(meta_path.read_text())
+    cols = ["command", "started", "finished", "wall_seconds", "rows_computed", "models_trained",
+            "git_commit", "git_dirty", "source_hash", "device", "torch_version",
+            "lslib_version", "complete"]
+    return pd.DataFrame([{c: s.get(c) for c in cols} for s in meta.get("sessions", [])],
+                        columns=cols)
+
+
+# --------------------------------------------------------------------------------------------
+# a miniature of one set-up, for the chapter's live widget and its alpha/T/eps explorer
+# --------------------------------------------------------------------------------------------
+
+_METHODS = {"ALS": "adversarial", "SLS": "standard", "BLS": "boltzmann", "SBLS": "second_best"}
+
+
+def train_and_attack(method: str | None, alpha: float, temperature: float,
+                     eps: list[float] | tuple[float, ...], *, train: TensorData,
+                     test: TensorData, model: str = "mlp", dataset: str = "mnist",
+                     epochs: int = 2, lr: float = 2e-3, pgd_steps: int = 10, seed: int = 0,
+                     device: str | None = None) -> pd.DataFrame:
+    """Train one model on ``train`` with label smoothing ``method`` ("ALS", "SLS", "BLS",
+    "SBLS", or None / alpha 0 for the natural model; BLS at ``temperature`` on the probability
+    scale), then attack ``test`` with FGSM and L-inf PGD (``pgd_steps`` steps of 2.5 eps /
+    steps, random start) at every budget in ``eps`` (on [0, 1] pixels), each with the two attack
+    losses of the two protocols: the model's own smoothed target (the paper's code, eq. (2)
+    with the method's q) and the true-label cross-entropy.
+
+    Returns one row per (loss, attack, eps): method ("natural" when alpha is 0), alpha, T (NaN
+    unless BLS), loss ("smoothed target" / "true label"), attack ("FGSM" / "PGD"), eps,
+    accuracy (robust accuracy), clean_accuracy, train_seconds.
+    """
+    import torch
+
+    from lslib.attacks import bim, fgsm, robust_accuracy
+    from lslib.models import build_model
+    from lslib.train import TrainConfig, build_loss, seed_everything, train_model
+
+    if method is not None and method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)} or None, got {method!r}")
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    if method is not None and alpha == 0:
+        method = None
+    if method is None:
+        alpha = 0.0
+    if any(not e >= 0 for e in eps):
+        raise ValueError(f"every eps must be >= 0, got {list(eps)}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = TrainConfig(model=model, dataset=dataset, method=_METHODS.get(method or ""),
+                      alpha=alpha, temperature=temperature if method == "BLS" else 1.0,
+                      epochs=epochs, lr=lr, seed=seed, train_limit=len(train))
+    seed_everything(seed)
+    net = build_model(model).to(dev)
+    fit = train_model(net, train, cfg, device=dev, progress=False)
+    losses = {"smoothed target": build_loss(cfg, reduction="none"), "true label": "ce"}
+    gen = torch.Generator(device=dev)
+    rows = []
+    for loss_name, loss in losses.items():
+        for e in eps:
+            gen.manual_seed(seed)
+            attacks = {"FGSM": lambda m, x, y, e=e, loss=loss: fgsm(m, x, y, e, loss=loss),
+                       "PGD": lambda m, x, y, e=e, loss=loss: bim(
+                           m, x, y, e, steps=pgd_steps, random_start=True, loss=loss,
+                           generator=gen)}
+            for name, attack in attacks.items():
+                rep = robust_accuracy(net, test.x, test.y, attack, progress=False)
+                rows.append({"method": method or "natural", "alpha": alpha,
+                             "T": temperature if method == "BLS" else math.nan,
+                             "loss": loss_name, "attack": name, "eps": float(e),
+                             "accuracy": rep.robust_accuracy,
+                             "clean_accuracy": rep.clean_accuracy,
+                             "train_seconds": fit.seconds})
+    return pd.DataFrame(rows)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+from lslib.data import TensorData
 from lslib.paper_tables import (
     ALPHAS,
     EPS,
     SETUP_NAMES,
     format_side_by_side,
     paper_table,
+    read_provenance,
     side_by_side,
+    smoothing_beats_natural,
+    summarise_differences,
+    train_and_attack,
+    versus_alpha,
+    wide_table,
 )
 
 PAPER = (Path(__file__).resolve().parents[2] / "shared" / "paper"
@@ -136,3 +145,135 @@ def test_format_side_by_side_prints_paper_ours_and_difference():
                 and "0.838" in ln)
     assert "0.800" in line and "-0.038" in line
     assert "DeepFool (Table 4)" in text and "+0.010" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# the chapter's helpers: summaries, long and wide forms, provenance, the miniature run
+# ------------------------------------------------------------------------------------------------
+def _frame(cells) -> pd.DataFrame:
+    """A hand-made side_by_side frame: (protocol, defence, alpha, attack, eps, paper, ours)."""
+    rows = [dict(setup="mnist-linear", protocol=p, defence=d, alpha=a, T=math.nan, attack=at,
+                 eps=e, paper=pa, ours=o, diff=o - pa, n=100, l2_median=math.nan,
+                 paper_best=False) for p, d, a, at, e, pa, o in cells]
+    return pd.DataFrame(rows)
+
+
+NAN = math.nan
+CELLS = [
+    ("paper", "ALS", 0.1, "FGSM", 0.2, 0.50, 0.40),     # diff -0.10
+    ("paper", "SLS", 0.1, "FGSM", 0.2, 0.30, 0.33),     # diff +0.03
+    ("paper", "natural", NAN, "FGSM", 0.2, 0.35, 0.20),  # diff -0.15
+    ("paper", "ALS", 0.1, "CW", NAN, 0.05, NAN),        # ours missing: not counted
+    ("paper", "natural", NAN, "CW", NAN, 0.01, 0.50),
+    ("strong", "ALS", 0.1, "FGSM", 0.2, 0.50, 0.10),
+    ("strong", "SLS", 0.1, "FGSM", 0.2, 0.30, 0.25),
+    ("strong", "natural", NAN, "FGSM", 0.2, 0.35, 0.15),
+]
+
+
+def test_summarise_differences_by_hand():
+    s = summarise_differences(_frame(CELLS), tol=0.05).set_index(["protocol", "attack"])
+    fgsm = s.loc[("paper", "FGSM")]
+    assert fgsm["cells"] == 3 and fgsm["table"] == 2
+    assert fgsm["mean_diff"] == pytest.approx((-0.10 + 0.03 - 0.15) / 3)
+    assert fgsm["mean_abs_diff"] == pytest.approx((0.10 + 0.03 + 0.15) / 3)
+    assert fgsm["max_abs_diff"] == pytest.approx(0.15)
+    assert fgsm["within"] == pytest.approx(1 / 3)
+    assert s.loc[("paper", "CW"), "cells"] == 1  # the cell without ours is left out
+    assert s.loc[("strong", "FGSM"), "within"] == pytest.approx(1 / 3)  # SLS: -0.05 counts
+    with pytest.raises(ValueError, match="tol"):
+        summarise_differences(_frame(CELLS), tol=-1)
+    with pytest.raises(ValueError, match="side_by_side"):
+        summarise_differences(pd.DataFrame({"x": [1]}))
+
+
+def test_smoothing_beats_natural_by_hand():
+    s = smoothing_beats_natural(_frame(CELLS)).set_index(["protocol", "attack"])
+    # paper protocol FGSM: paper ALS 0.50 > 0.35 yes, SLS 0.30 no; ours 0.40 > 0.20, 0.33 > 0.20
+    assert s.loc[("paper", "FGSM"), "cells"] == 2
+    assert s.loc[("paper", "FGSM"), "paper"] == pytest.approx(0.5)
+    assert s.loc[("paper", "FGSM"), "ours"] == pytest.approx(1.0)
+    # strong: ours ALS 0.10 < 0.15, SLS 0.25 > 0.15
+    assert s.loc[("strong", "FGSM"), "ours"] == pytest.approx(0.5)
+    assert ("paper", "CW") not in s.index  # the only smoothing CW cell has no number of ours
+
+
+def test_versus_alpha_puts_the_natural_model_at_alpha_zero_of_every_method():
+    v = versus_alpha(_frame(CELLS))
+    assert set(v["source"]) == {"paper", "ours (paper protocol)", "ours (strong protocol)"}
+    nat = v[(v["alpha"] == 0) & (v["attack"] == "FGSM")]
+    assert set(nat["method"]) == {"ALS", "SLS", "BLS", "SBLS"}
+    assert set(nat[nat["source"] == "paper"]["accuracy"]) == {0.35}
+    assert set(nat[nat["source"] == "ours (strong protocol)"]["accuracy"]) == {0.15}
+    # the paper's cells once, not once per protocol
+    assert len(v[(v["source"] == "paper") & (v["method"] == "ALS") & (v["alpha"] == 0.1)
+                 & (v["attack"] == "FGSM")]) == 1
+
+
+def test_wide_table_lays_out_paper_ours_and_difference():
+    w = wide_table(_frame(CELLS), "FGSM")
+    assert list(w.columns.get_level_values(1))[:5] == ["paper", "ours paper", "diff paper",
+                                                       "ours strong", "diff strong"]
+    row = w.loc[("mnist-linear", "ALS", "0.1")]
+    assert row[("eps 0.2", "paper")] == 0.50 and row[("eps 0.2", "ours strong")] == 0.10
+    assert row[("eps 0.2", "diff paper")] == pytest.approx(-0.10)
+    assert w.loc[("mnist-linear", "natural", ""), ("eps 0.2", "ours paper")] == 0.20
+    assert "unbounded" in wide_table(_frame(CELLS), "CW").columns.get_level_values(0)
+    with pytest.raises(ValueError, match="no BIM cells"):
+        wide_table(_frame(CELLS), "BIM")
+    with pytest.raises(ValueError, match="attack"):
+        wide_table(_frame(CELLS), "PGD")
+
+
+def test_wide_table_of_real_side_by_side_agrees_cell_for_cell():
+    ours = pd.DataFrame(_ours())
+    s = side_by_side(ours, protocol="paper")
+    w = wide_table(s, "FGSM")
+    assert w.loc[("mnist-lenet", "BLS", "0.005"), ("eps 0.2", "paper")] == 0.838
+    assert w.loc[("mnist-lenet", "BLS", "0.005"), ("eps 0.2", "ours paper")] == 0.80
+    assert len(w) == len(s[(s.attack == "FGSM") & (s.eps == 0.2)])
+
+
+def test_read_provenance(tmp_path):
+    csv = tmp_path / "r.csv"
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        read_provenance(csv)
+    meta = {"sessions": [{"command": "python -m lslib reproduce x", "wall_seconds": 12.5,
+                          "git_commit": "abc", "device": "cpu (1 threads)", "complete": True}],
+            "output": "r.csv"}
+    (tmp_path / "r.csv.meta.json").write_text(json.dumps(meta))
+    p = read_provenance(csv)
+    assert len(p) == 1 and p.loc[0, "wall_seconds"] == 12.5 and p.loc[0, "git_commit"] == "abc"
+    assert p.loc[0, "complete"] and p["rows_computed"].isna().all()
+
+
+def _random_data(n: int, seed: int) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    return TensorData(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,),
+                                                                           generator=g))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_and_attack_on_random_data():
+    train, test = _random_data(256, 0), _random_data(64, 1)
+    nat = train_and_attack(None, 0.0, 0.001, [0.0, 0.1], train=train, test=test, epochs=1,
+                           pgd_steps=2, device="cpu")
+    assert len(nat) == 2 * 2 * 2 and set(nat["method"]) == {"natural"}
+    # eps 0: nothing moves, robust accuracy is the clean accuracy
+    zero = nat[nat["eps"] == 0]
+    assert (zero["accuracy"] == zero["clean_accuracy"]).all()
+    # the natural model's own target is the one-hot label: both losses are the same attack
+    by_loss = nat.set_index(["loss", "attack", "eps"])["accuracy"]
+    assert (by_loss["smoothed target"] == by_loss["true label"]).all()
+    assert (nat["accuracy"] <= nat["clean_accuracy"] + 1e-12).all()
+    bls = train_and_attack("BLS", 0.2, 0.01, [0.1], train=train, test=test, epochs=1,
+                           pgd_steps=2, device="cpu")
+    assert set(bls["T"]) == {0.01} and set(bls["alpha"]) == {0.2}
+    assert train_and_attack("ALS", 0.0, 1.0, [0.1], train=train, test=test, epochs=1,
+                            pgd_steps=1, device="cpu")["method"].eq("natural").all()
+    with pytest.raises(ValueError, match="method"):
+        train_and_attack("LS", 0.1, 1.0, [0.1], train=train, test=test)
+    with pytest.raises(ValueError, match="alpha"):
+        train_and_attack("ALS", 1.5, 1.0, [0.1], train=train, test=test)
+    with pytest.raises(ValueError, match="eps"):
+        train_and_attack("ALS", 0.1, 1.0, [-0.1], train=train, test=test)
