@@ -274,18 +274,26 @@ def _rows(mask: Tensor, ndim: int) -> Tensor:
 def _linf_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Bounds lo <= adv <= hi of the eps-ball intersected with [0, 1], EXACT in floating point:
     ``(x - lo) <= eps`` and ``(hi - x) <= eps`` hold as computed in x's dtype (plain ``x - eps``
-    can round one ulp outside the ball)."""
-    e = torch.tensor(eps, dtype=x.dtype, device=x.device)
-    lo = (x - e).clamp_(min=0.0)
-    hi = (x + e).clamp_(max=1.0)
-    for _ in range(8):
-        bad_lo = (x - lo) > e
-        bad_hi = (hi - x) > e
-        if not bool(bad_lo.any() | bad_hi.any()):
-            break
-        lo = torch.where(bad_lo, torch.nextafter(lo, x), lo)
-        hi = torch.where(bad_hi, torch.nextafter(hi, x), hi)
+    can round one ulp outside the ball).
+
+    One correction suffices: ``fl(x - eps)`` is the float nearest to the true ``x - eps``; when it
+    lies below, the next float up lies at or above it, so the true distance is then <= eps and,
+    rounding being monotone and eps a float of x's dtype, so is the computed one."""
+    e = float(torch.tensor(eps, dtype=x.dtype))  # eps as x's dtype holds it
+    lo = torch.sub(x, e).clamp_(min=0.0)
+    hi = torch.add(x, e).clamp_(max=1.0)
+    lo = torch.where(torch.sub(x, lo) > e, torch.nextafter(lo, x), lo)
+    hi = torch.where(torch.sub(hi, x) > e, torch.nextafter(hi, x), hi)
     return lo, hi
+
+
+def _signed_step(x: Tensor, direction: Tensor, eps: float) -> Tensor:
+    """``clip(x + eps * sign(direction), 0, 1)``, rounded into the eps-ball exactly (see
+    :func:`_linf_box`: where the sum rounds one ulp too far, the next float towards x is inside).
+    Cheaper than clamping to the box when only one step is taken (FGSM)."""
+    e = float(torch.tensor(eps, dtype=x.dtype))
+    adv = torch.add(x, torch.sign(direction), alpha=e).clamp_(0.0, 1.0)
+    return torch.where(torch.sub(adv, x).abs_() > e, torch.nextafter(adv, x), adv)
 
 
 def _empty_result(x: Tensor, norm_type: NormType, minimal: bool) -> AttackResult:
@@ -311,12 +319,9 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
             return _empty_result(x, "linf", False)
         grad, _ = _loss_and_grad(model, xc, yc, loss_fn, check=True)
         if xc.dtype == x.dtype:
-            lo, hi = _linf_box(xc, eps)
-            adv = torch.clamp(xc + eps * grad.sign(), lo, hi)
+            adv = _signed_step(xc, grad, eps)
         else:  # take the step in x's own precision
-            xd = x.detach().to(xc.device)
-            lo, hi = _linf_box(xd, eps)
-            adv = torch.clamp(xd + eps * grad.sign().to(xd.dtype), lo, hi)
+            adv = _signed_step(x.detach().to(xc.device), grad.to(x.dtype), eps)
         return _finish(model, x, adv, yc, "linf", False)
 
 
