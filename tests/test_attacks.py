@@ -491,3 +491,28 @@ def _cuda_attacks():
         "deepfool": A.deepfool,
         "cw": functools.partial(A.carlini_wagner_l2, steps=20, binary_search_steps=2),
     }
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("eps", [0.0, 7e-8, 1 / 255, 0.03137, 0.1, 0.3, 0.5, 1.0])
+def test_linf_bounds_are_exactly_inside_the_ball_and_tight(dtype, eps):
+    # the one-correction argument of _linf_box / _signed_step, checked on many pixels (a third
+    # at exactly 0 or 1) in every dtype: inside the ball as computed in the dtype, and never
+    # more than one ulp short of the naive bound
+    from lslib.attacks import _linf_box, _signed_step
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300_000, generator=g).to(dtype)
+    x[::5], x[1::7] = 0.0, 1.0
+    e = torch.tensor(eps, dtype=dtype)
+    lo, hi = _linf_box(x, eps)
+    assert bool(((x - lo) <= e).all() and ((hi - x) <= e).all())
+    assert bool((lo >= 0).all() and (hi <= 1).all() and (lo <= x).all() and (hi >= x).all())
+    naive_lo, naive_hi = (x - e).clamp(min=0), (x + e).clamp(max=1)
+    assert bool(((lo == naive_lo) | (lo == torch.nextafter(naive_lo, x))).all())
+    assert bool(((hi == naive_hi) | (hi == torch.nextafter(naive_hi, x))).all())
+    direction = torch.randn(x.shape, generator=g).to(dtype)
+    adv = _signed_step(x, direction, eps)
+    assert bool(((adv - x).abs() <= e).all() and (adv >= 0).all() and (adv <= 1).all())
+    naive = (x + e * direction.sign()).clamp(0, 1)
+    assert bool(((adv == naive) | (adv == torch.nextafter(naive, x))).all())
