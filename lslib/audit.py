@@ -13,7 +13,10 @@ signs listed in "On evaluating adversarial robustness" and reports a pass or a f
 4. ``no_zero_at_large_eps``: accuracy does not fall to ~0 as eps grows to 1 (an L-inf ball of radius
    1 around an image in [0, 1] holds every image, so an attack that works must reach 0);
 5. ``not_monotone_in_eps``: accuracy rises somewhere as eps grows (a stronger budget is never
-   weaker for a working attack).
+   weaker for a working attack);
+6. ``autoattack_beats_white_box``: AutoAttack (Croce & Hein 2020; APGD on the cross-entropy and
+   APGD-T on the targeted DLR loss, :func:`autoattack`) finds adversarials that the white-box
+   attack missed (run where the ``pyautoattack`` package imports).
 
 :func:`square_linf` is the L-inf Square attack of Andriushchenko et al. (2020): random search over
 vertices of the eps-ball, updating square windows whose size shrinks on the authors' schedule,
@@ -24,8 +27,13 @@ source model and evaluates them on the target. ``python -m lslib.audit`` audits 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +43,8 @@ from lslib._checks import check_int_at_least, check_nonnegative, check_unit_inte
 from lslib.attacks import AttackResult, bim, fgsm
 
 __all__ = [
+    "autoattack",
+    "autoattack_available",
     "square_linf",
     "transfer_attack",
     "Sign",
@@ -43,6 +53,11 @@ __all__ = [
     "SIGNS",
     "load_checkpoint",
     "main",
+    "AUDIT_DEFENCES",
+    "AuditSettings",
+    "PROTOCOL_ATTACKS",
+    "audit_setup",
+    "compare_protocols",
 ]
 
 SIGNS = (
@@ -51,6 +66,7 @@ SIGNS = (
     "gradient_free_beats_white_box",
     "no_zero_at_large_eps",
     "not_monotone_in_eps",
+    "autoattack_beats_white_box",
 )
 
 Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
@@ -93,14 +109,16 @@ def _p_selection(p_init: float, it: int, n_iters: int) -> float:
 
 
 def square_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, queries: int = 1000,
-                p_init: float = 0.05, generator: torch.Generator | None = None) -> AttackResult:
+                p_init: float = 0.8, generator: torch.Generator | None = None) -> AttackResult:
     """The L-inf Square attack (Andriushchenko et al. 2020), untargeted, margin loss.
 
     Starts from vertical stripes of ``+-eps``; each of ``queries - 1`` iterations redraws, for every
     sample not yet fooled, one square window (side ``round(sqrt(p * H * W))`` with ``p`` from the
     authors' schedule, at a random position per sample) with one random ``+-eps`` per channel, and
-    keeps it when the margin ``z_y - max_{j != y} z_j`` drops. Uses forward passes only (no
-    gradient). ``generator`` (a CPU generator) makes it reproducible. Returns an
+    keeps it when the margin ``z_y - max_{j != y} z_j`` drops (a window that would not change the
+    image has its signs flipped). ``p_init`` 0.8 is AutoAttack's setting (the Square paper's 0.05
+    is for ImageNet; on MNIST it is clearly weaker at the same queries). Uses forward passes only
+    (no gradient). ``generator`` (a CPU generator) makes it reproducible. Returns an
     :class:`lslib.attacks.AttackResult` with L-inf norms.
     """
     _check_inputs(model, x, y)
@@ -134,8 +152,16 @@ def square_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, queries: 
             top = torch.randint(0, h - s + 1, (m, 1, 1, 1), generator=generator).to(device)
             left = torch.randint(0, w - s + 1, (m, 1, 1, 1), generator=generator).to(device)
             window = (rows >= top) & (rows < top + s) & (cols >= left) & (cols < left + s)
-            cand = torch.where(window, xc[active] + sign((m, c, 1, 1)), best[active])
-            cand = torch.clamp(cand, lo[active], hi[active])
+            delta = sign((m, c, 1, 1))
+            cand = torch.clamp(torch.where(window, xc[active] + delta, best[active]),
+                               lo[active], hi[active])
+            # a window equal to the current one wastes the query: flip its signs (as the authors
+            # redraw until the window changes; with one channel there is only the flip)
+            same = (cand == best[active]).flatten(1).all(1).view(-1, 1, 1, 1)
+            if bool(same.any()):
+                delta = torch.where(same, -delta, delta)
+                cand = torch.clamp(torch.where(window, xc[active] + delta, best[active]),
+                                   lo[active], hi[active])
             new_margin = _margin(model, cand, yc[active])
             better = new_margin < margin[active]
             upd = active[better]
@@ -146,6 +172,145 @@ def square_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, queries: 
         adv = best.to(dtype=x.dtype, device=x.device)
         norms = (adv - x.detach()).flatten(1).abs().amax(1) if n else adv.new_zeros(0)
         return AttackResult(adversarial=adv, success=success.to(x.device), norms=norms,
+                            norm_type="linf", minimal_norm=False)
+    finally:
+        model.train(was)
+
+
+# --------------------------------------------------------------------------------------------
+# AutoAttack (Croce & Hein 2020) through the pyautoattack package
+# --------------------------------------------------------------------------------------------
+
+AUTOATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+
+
+def autoattack_available() -> bool:
+    """True when the ``pyautoattack`` package (AutoAttack, Croce & Hein 2020) imports."""
+    try:
+        import pyautoattack  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _import_autoattack():
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ImportError("lslib.audit.autoattack needs the 'pyautoattack' package "
+                          "(pip install pyautoattack, or lslib's 'test'/'book' extras)") from exc
+    return AutoAttack
+
+
+def _autoattack_names(model: nn.Module, x: Tensor) -> tuple[str, ...]:
+    """APGD-CE + APGD-T, or APGD-CE alone below 4 classes (the DLR loss needs 4)."""
+    with torch.no_grad():
+        k = int(model(x[:1].to(_device(model))).shape[1]) if x.shape[0] else 10
+    return ("apgd-ce", "apgd-t") if k >= 4 else ("apgd-ce",)
+
+
+class _Float32Logits(nn.Module):
+    """pyautoattack casts inputs to float32: feed the model in its own dtype and hand the
+    logits back as float32 (a float64 model then works too)."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
+@contextlib.contextmanager
+def _quiet_autoattack(verbose: bool) -> Iterator[None]:
+    """Silence pyautoattack's logger and warnings, keep the global torch RNG and the Python
+    trace function (its dynamic-defence check calls ``sys.settrace(None)``) as they were."""
+    logger = logging.getLogger("auto-attack")
+    disabled, trace = logger.disabled, sys.gettrace()
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda):
+            if not verbose:
+                logger.disabled = True
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled = disabled
+        sys.settrace(trace)
+
+
+def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
+               attacks: Sequence[str] = ("apgd-ce", "apgd-t"), version: str = "custom",
+               n_iter: int = 100, restarts: int = 1, square_queries: int = 5000, seed: int = 0,
+               batch_size: int = 500, device: str | torch.device | None = None,
+               verbose: bool = False) -> AttackResult:
+    """AutoAttack (Croce & Hein 2020) in the L-inf ball of radius ``eps``, from ``pyautoattack``.
+
+    ``version="custom"`` runs ``attacks`` in turn, each on the points still robust (the default,
+    APGD on the cross-entropy, then APGD-T on the targeted DLR loss, which is invariant to
+    shifting and rescaling the logits: what label smoothing changes), with ``n_iter``
+    iterations, ``restarts`` random restarts of APGD-CE/DLR and ``min(9, K - 1)`` target classes;
+    ``version="standard"`` is the published ensemble (APGD-CE, APGD-T, FAB-T, Square with
+    ``square_queries``) and ignores ``attacks``. The DLR losses need at least 4 classes.
+
+    Same contract as :mod:`lslib.attacks`: ``x`` in [0, 1] (N, C, H, W), nothing mutated, the
+    model's train/eval mode, the global torch RNG and the trace function restored; runs on the
+    model's device (or ``device``); prints nothing unless ``verbose``. Returns an
+    :class:`lslib.attacks.AttackResult` whose ``success`` is re-checked on ``model``.
+    """
+    _check_inputs(model, x, y)
+    eps = check_nonnegative("eps", eps)
+    if version not in ("custom", "standard", "plus"):
+        raise ValueError(f"version must be 'custom', 'standard' or 'plus', got {version!r}")
+    attacks = list(attacks)
+    bad = [a for a in attacks if a not in AUTOATTACK_NAMES]
+    if version == "custom" and (bad or not attacks):
+        raise ValueError(f"attacks must be a non-empty list from {AUTOATTACK_NAMES}, got {attacks}")
+    n_iter = check_int_at_least("n_iter", n_iter, 1)
+    restarts = check_int_at_least("restarts", restarts, 1)
+    square_queries = check_int_at_least("square_queries", square_queries, 1)
+    batch_size = check_int_at_least("batch_size", batch_size, 1)
+    AutoAttack = _import_autoattack()
+    dev = torch.device(device) if device is not None else _device(model)
+    dtype = next(iter(model.parameters()), x).dtype
+    was = model.training
+    model.eval()
+    try:
+        xc, yc = x.detach().to(dev), y.to(dev)
+        with torch.no_grad():
+            k = int(model(xc[:1].to(dtype)).shape[1]) if xc.shape[0] else 10
+        if version == "custom" and k < 4 and any("dlr" in a or a == "apgd-t" for a in attacks):
+            raise ValueError(f"the DLR losses of apgd-dlr/apgd-t need at least 4 classes, the "
+                             f"model has {k}")
+        if xc.shape[0] == 0 or eps == 0:
+            adv = xc.clone()
+        else:
+            wrapped = _Float32Logits(model, dtype).eval()
+            with _quiet_autoattack(verbose):
+                aa = AutoAttack(wrapped, norm="Linf", eps=eps, seed=seed, device=dev,
+                                version=version, attacks=attacks if version == "custom" else None)
+                aa.verbose = verbose
+                for apgd in (aa.apgd, aa.apgd_targeted):
+                    apgd.n_iter = apgd.n_iter_orig = n_iter
+                    apgd.n_iter_2 = max(int(0.22 * n_iter), 1)
+                    apgd.n_iter_min = max(int(0.06 * n_iter), 1)
+                    apgd.size_decr = max(int(0.03 * n_iter), 1)
+                    apgd.verbose = verbose
+                targets = max(min(9, k - 1), 1)
+                aa.apgd_targeted.n_target_classes = targets
+                aa.fab.n_target_classes = targets
+                if version == "custom":
+                    aa.apgd.n_restarts = restarts
+                    aa.square.n_queries = square_queries
+                xa, _ = aa.run_standard_evaluation(xc.float(), yc, batch_size=batch_size)
+            adv = torch.minimum(torch.maximum(xa.to(xc.dtype), (xc - eps).clamp(0, 1)),
+                                (xc + eps).clamp(0, 1))
+        with torch.no_grad():
+            success = model(adv.to(dtype)).argmax(1) != yc
+        out = adv.to(dtype=x.dtype, device=x.device)
+        norms = (out - x.detach()).flatten(1).abs().amax(1) if x.shape[0] else out.new_zeros(0)
+        return AttackResult(adversarial=out, success=success.to(x.device), norms=norms,
                             norm_type="linf", minimal_norm=False)
     finally:
         model.train(was)
@@ -230,7 +395,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
           source_model: nn.Module | None = None, white_box: Attack | None = None,
           single_step: Attack | None = None, square_queries: int = 1000,
           tolerance: float = 0.02, zero_tolerance: float = 0.02,
-          generator: torch.Generator | None = None) -> AuditReport:
+          generator: torch.Generator | None = None, use_autoattack: bool | None = None,
+          autoattack_iters: int = 100) -> AuditReport:
     """Run the checklist on ``model`` at budget ``eps`` (L-inf, pixels in [0, 1]).
 
     ``white_box(model, x, y) -> AttackResult`` defaults to BIM with 10 steps plus 5 random-start
@@ -240,7 +406,9 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     without it that sign is reported as passed with "not run". A sign fails when the
     difference it measures exceeds ``tolerance`` (a fraction of the points), and
     ``no_zero_at_large_eps`` fails when the best accuracy at the largest eps exceeds
-    ``zero_tolerance``.
+    ``zero_tolerance``. ``use_autoattack`` (default: where ``pyautoattack`` imports) runs
+    :func:`autoattack` (APGD-CE, plus APGD-T for 4 classes or more, ``autoattack_iters``
+    iterations each) at ``eps``; without it that sign is reported as passed with "not run".
     """
     _check_inputs(model, x, y)
     eps = check_nonnegative("eps", eps)
@@ -251,6 +419,9 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     zero_tolerance = check_unit_interval("zero_tolerance", zero_tolerance)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
+    if use_autoattack is None:
+        use_autoattack = autoattack_available()
+    autoattack_iters = check_int_at_least("autoattack_iters", autoattack_iters, 1)
 
     def default_white(m: nn.Module, xx: Tensor, yy: Tensor, e: float) -> AttackResult:
         first = bim(m, xx, yy, e, steps=10)
@@ -322,8 +493,254 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     signs.append(Sign("not_monotone_in_eps", rise <= tolerance,
                       f"largest rise of the white-box accuracy along eps: {max(rise, 0.0):.3f}",
                       {"rise": rise}))
+    if use_autoattack:
+        names = _autoattack_names(model, x)
+        res_aa = autoattack(model, x, y, eps, attacks=names, n_iter=autoattack_iters)
+        rob_aa = _robust(model, x, y, res_aa)
+        accuracy["autoattack"] = acc(rob_aa)
+        missed = acc(rob_white & ~rob_aa)
+        signs.append(Sign("autoattack_beats_white_box", missed <= tolerance,
+                          f"AutoAttack ({'+'.join(names)}) fools {missed:.3f} of the points the "
+                          f"white-box attack missed (AutoAttack accuracy "
+                          f"{accuracy['autoattack']:.3f})", {"missed": missed}))
+    else:
+        signs.append(Sign("autoattack_beats_white_box", True,
+                          "not run (pyautoattack not used)"))
     return AuditReport(eps=eps, eps_grid=grid, clean_accuracy=accuracy["clean"],
                        accuracy=accuracy, curves=curves, signs=signs)
+
+
+# --------------------------------------------------------------------------------------------
+# the paper's protocol against a strong one, on the same models
+# --------------------------------------------------------------------------------------------
+
+#: The attacks of :func:`compare_protocols`, with the protocol each belongs to.
+PROTOCOL_ATTACKS: dict[str, str] = {
+    "FGSM, smoothed target": "paper",
+    "BIM-10, smoothed target": "paper",
+    "FGSM": "strong",
+    "BIM-10": "strong",
+    "PGD, many steps + restarts": "strong",
+    "transfer from natural": "strong",
+    "Square (lslib)": "strong",
+    "Square (pyautoattack)": "strong",
+    "AutoAttack": "strong",
+    "worst case": "strong",
+}
+
+#: The defences audited on a set-up: the natural model, the four smoothing methods at the
+#: paper's largest alpha (BLS at the original code's T = 0.001) and the PGD-AT baseline.
+AUDIT_DEFENCES = (("natural", None, None), ("SLS", 0.4, None), ("ALS", 0.4, None),
+                  ("BLS", 0.4, 0.001), ("SBLS", 0.4, None), ("PGD-AT", None, None))
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """How hard :func:`compare_protocols` attacks. ``pgd_steps`` x ``pgd_restarts``: the strong
+    PGD (true label, random start, step ``2.5 eps / steps``); ``square_queries`` for both Square
+    attacks; ``autoattack_iters`` for APGD-CE and APGD-T; ``audit_queries`` for the checklist's
+    Square."""
+
+    pgd_steps: int = 100
+    pgd_restarts: int = 5
+    square_queries: int = 1000
+    autoattack_iters: int = 100
+    audit_queries: int = 1000
+
+    @classmethod
+    def quick(cls) -> AuditSettings:
+        return cls(pgd_steps=20, pgd_restarts=2, square_queries=100, autoattack_iters=10,
+                   audit_queries=100)
+
+
+def _reference_square(model: nn.Module, x: Tensor, y: Tensor, eps: float, queries: int,
+                      seed: int) -> AttackResult:
+    """pyautoattack's Square (L-inf, margin loss, p_init 0.8 as in AutoAttack) as an
+    :class:`AttackResult`; global RNG and output silenced as in :func:`autoattack`."""
+    from pyautoattack.square import SquareAttack
+
+    dev = _device(model)
+    dtype = next(iter(model.parameters()), x).dtype
+    xc, yc = x.detach().to(dev), y.to(dev)
+    if eps == 0 or xc.shape[0] == 0:
+        adv = xc.clone()
+    else:
+        with _quiet_autoattack(False):
+            sq = SquareAttack(_Float32Logits(model, dtype).eval(), norm="Linf", n_queries=queries,
+                              eps=eps, p_init=0.8, seed=seed, device=dev, verbose=False)
+            adv = sq.perturb(xc.float(), yc).to(xc.dtype)
+        adv = torch.minimum(torch.maximum(adv, (xc - eps).clamp(0, 1)), (xc + eps).clamp(0, 1))
+    with torch.no_grad():
+        success = model(adv.to(dtype)).argmax(1) != yc
+    return AttackResult(adversarial=adv.to(x.device, x.dtype), success=success.to(x.device),
+                        norms=(adv.to(x.device, x.dtype) - x).flatten(1).abs().amax(1))
+
+
+def _suite(model: nn.Module, x: Tensor, y: Tensor, e: float, *, loss: Callable | str,
+           settings: AuditSettings, seed: int, transferred: Tensor | None,
+           reference: bool) -> dict[str, Callable[[], AttackResult]]:
+    """The attacks of :func:`compare_protocols` on one model at one eps, as thunks."""
+    from lslib.attacks import fgsm as _fgsm
+
+    gen = torch.Generator(device=_device(model)).manual_seed(seed)
+    step = e / 10 if e > 0 else None  # BIM-10 of the original: 10 steps of eps/10
+
+    def _transfer() -> AttackResult:
+        assert transferred is not None
+        with torch.no_grad():
+            pred = model(transferred.to(_device(model))).argmax(1).to(y.device)
+        return AttackResult(adversarial=transferred, success=pred != y,
+                            norms=(transferred - x).flatten(1).abs().amax(1))
+
+    attacks: dict[str, Callable[[], AttackResult]] = {
+        "FGSM, smoothed target": lambda: _fgsm(model, x, y, e, loss=loss),
+        "BIM-10, smoothed target": lambda: bim(model, x, y, e, steps=10, step_size=step,
+                                               loss=loss),
+        "FGSM": lambda: _fgsm(model, x, y, e),
+        "BIM-10": lambda: bim(model, x, y, e, steps=10, step_size=step),
+        "PGD, many steps + restarts": lambda: bim(
+            model, x, y, e, steps=settings.pgd_steps, random_start=True,
+            restarts=settings.pgd_restarts, generator=gen),
+        "Square (lslib)": lambda: square_linf(model, x, y, e, queries=settings.square_queries,
+                                              generator=torch.Generator().manual_seed(seed)),
+    }
+    if transferred is not None:
+        attacks["transfer from natural"] = _transfer
+    if reference:
+        attacks["Square (pyautoattack)"] = lambda: _reference_square(
+            model, x, y, e, settings.square_queries, seed)
+        attacks["AutoAttack"] = lambda: autoattack(model, x, y, e,
+                                                   attacks=_autoattack_names(model, x),
+                                                   n_iter=settings.autoattack_iters, seed=seed)
+    return attacks
+
+
+def compare_protocols(models: dict[str, nn.Module], x: Tensor, y: Tensor, *,
+                      eps_grid: Sequence[float], smoothed_losses: dict[str, Callable] | None = None,
+                      source: nn.Module | None = None, settings: AuditSettings | None = None,
+                      seed: int = 0, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Attack every model of ``models`` at every eps of ``eps_grid`` under both protocols.
+
+    The paper's protocol (``../shared/notes/original-code.md``): FGSM and BIM (10 steps of
+    eps/10, no random start) on the loss against the model's OWN SMOOTHED TARGET
+    (``smoothed_losses[name]``, a per-sample loss ``(logits, y) -> (N,)``; cross-entropy when
+    missing). The strong one: the same two attacks on the true label's cross-entropy; PGD with
+    ``settings.pgd_steps`` steps and ``settings.pgd_restarts`` random restarts; PGD-10 crafted on
+    ``source`` (a naturally trained model) and transferred; Square, ours (:func:`square_linf`)
+    and pyautoattack's; AutoAttack (APGD-CE + APGD-T, :func:`autoattack`); and the per-point
+    worst case over every strong attack (a point counts only if it survives all of them).
+    The pyautoattack rows are left out where the package does not import.
+
+    Returns tidy rows: ``model``, ``attack``, ``protocol``, ``eps``, ``accuracy`` (robust:
+    correct and not fooled, over the ``n`` points), ``n``, ``seconds``.
+    """
+    import time
+
+    settings = settings or AuditSettings()
+    smoothed_losses = smoothed_losses or {}
+    have_aa = autoattack_available()
+    log = log or (lambda msg: None)
+    n = max(int(x.shape[0]), 1)
+    rows: list[dict] = []
+    grid = [check_nonnegative("eps_grid", float(e)) for e in eps_grid]
+    transferred: dict[float, Tensor] = {}
+    if source is not None:
+        for e in grid:
+            transferred[e] = bim(source, x, y, e, steps=10).adversarial
+    for name, model in models.items():
+        _check_inputs(model, x, y)
+        loss = smoothed_losses.get(name, "ce")
+        with torch.no_grad():
+            model.eval()
+            clean = model(x.to(_device(model))).argmax(1).to(y.device) == y
+        for i, e in enumerate(grid):
+            attacks = _suite(model, x, y, e, loss=loss, settings=settings, seed=seed + 1000 * i,
+                             transferred=transferred.get(e), reference=have_aa)
+            worst = clean.clone()
+            for attack, run in attacks.items():
+                start = time.perf_counter()
+                robust = clean & ~run().success.to(y.device)
+                if PROTOCOL_ATTACKS[attack] == "strong":
+                    worst &= robust
+                rows.append({"model": name, "attack": attack,
+                             "protocol": PROTOCOL_ATTACKS[attack], "eps": e,
+                             "accuracy": float(robust.double().sum()) / n, "n": int(x.shape[0]),
+                             "seconds": time.perf_counter() - start})
+            rows.append({"model": name, "attack": "worst case", "protocol": "strong", "eps": e,
+                         "accuracy": float(worst.double().sum()) / n, "n": int(x.shape[0]),
+                         "seconds": 0.0})
+            log(f"{name} eps={e:g}: " + ", ".join(
+                f"{r['attack']} {r['accuracy']:.3f}" for r in rows[-len(attacks) - 1:]))
+    return rows
+
+
+def _defence_label(name: str, alpha: float | None) -> str:
+    return name if alpha is None else f"{name} {alpha:g}"
+
+
+def audit_setup(setup: str = "mnist-linear", *, n: int = 500, eps: float = 0.2,
+                eps_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+                                             0.75, 1.0),
+                defences: Sequence[tuple[str, float | None, float | None]] = AUDIT_DEFENCES,
+                quick: bool = False, settings: AuditSettings | None = None, seed: int = 0,
+                cache: str | None = None, data_root: str | None = None,
+                device: str | torch.device | None = None, download: bool = False,
+                log: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Both protocols and the checklist on the models of a set-up of
+    :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached by
+    :func:`lslib.experiments.train_or_load` when the cache lacks them; ``quick`` uses the sweep's
+    quick models), attacked on the first ``n`` test images. The transfer source is a natural
+    model of the same architecture trained with seed ``seed + 1``.
+
+    Returns ``(rows, signs)``: the rows of :func:`compare_protocols` (plus ``clean`` rows) and one
+    row per model and sign of :func:`audit` at ``eps`` (``model``, ``sign``, ``passed``,
+    ``detail``), each row also carrying ``defence``, ``alpha`` and ``T``.
+    """
+    from lslib.experiments import SETUPS, Defence, cache_dir, train_or_load
+    from lslib.train import build_loss
+
+    if setup not in SETUPS:
+        raise ValueError(f"unknown setup {setup!r}: choose from {sorted(SETUPS)}")
+    su = SETUPS[setup]
+    settings = settings or (AuditSettings.quick() if quick else AuditSettings())
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    log = log or (lambda msg: None)
+    where = dict(cache=cache_dir(cache), device=dev, data_root=data_root, download=download,
+                 progress=False, log=log)
+    models: dict[str, nn.Module] = {}
+    losses: dict[str, Callable] = {}
+    meta: dict[str, dict] = {}
+    for name, alpha, temperature in defences:
+        d = Defence(name, alpha, temperature)
+        cfg = d.train_config(su, seed=seed, quick=quick)
+        label = _defence_label(name, alpha)
+        models[label], _ = train_or_load(su, cfg, **where)
+        losses[label] = build_loss(cfg, reduction="none")
+        meta[label] = {"defence": name, "alpha": alpha, "T": temperature,
+                       "model_key": cfg.key()}
+    source, _ = train_or_load(su, Defence("natural").train_config(su, seed=seed + 1, quick=quick),
+                              **where)
+    from lslib.data import load_dataset
+
+    test = load_dataset(su.dataset, "test", data_root, limit=n, download=download)
+    x, y = test.x.to(dev), test.y.to(dev)
+    rows = compare_protocols(models, x, y, eps_grid=eps_grid, smoothed_losses=losses,
+                             source=source, settings=settings, seed=seed, log=log)
+    signs = []
+    for label, model in models.items():
+        rep = audit(model, x, y, eps=eps, source_model=source,
+                    square_queries=settings.audit_queries,
+                    autoattack_iters=settings.autoattack_iters,
+                    generator=torch.Generator().manual_seed(seed))
+        log(f"{label}: {rep}")
+        signs += [{"model": label, **r, "eps": eps} for r in rep.rows()]
+        with torch.no_grad():
+            clean = float((model(x).argmax(1) == y).double().mean())
+        rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
+                     "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
+    for r in (*rows, *signs):
+        r.update({k: v for k, v in meta[r["model"]].items()}, setup=setup)
+    return rows, signs
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,28 +768,87 @@ def _report_dict(report: AuditReport) -> dict[str, object]:
                        "values": s.values} for s in report.signs]}
 
 
+def _write_audit(out: str, rows: list[dict], signs: list[dict], command: str,
+                 started: str, wall: float, options: dict) -> None:
+    """``out`` (the accuracies), ``out`` with ``-signs`` (the checklist) and ``.meta.json``
+    (provenance: command, options, start, wall time, lslib version, git commit, device...)."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lslib.experiments import provenance, source_hashes
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signs_path = path.with_name(path.stem + "-signs" + path.suffix)
+    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.10g")
+    pd.DataFrame(signs).to_csv(signs_path, index=False)
+    meta = {"command": command, "options": options, "started": started, "wall_seconds": wall,
+            "files": [path.name, signs_path.name], **provenance(options["device"]),
+            "threads": torch.get_num_threads(), "sources": source_hashes()}
+    path.with_name(path.name + ".meta.json").write_text(json.dumps(meta, indent=2,
+                                                                    default=str) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Audit a saved model from the command line; prints the checklist (exit status 0), and
-    writes it as JSON with ``--json``."""
+    writes it as JSON with ``--json``. With ``--setup`` (and no ``--checkpoint``) it audits the
+    models of a sweep set-up instead (:func:`audit_setup`) and writes ``--out`` (CSV), its
+    ``-signs`` CSV and a ``.meta.json`` with the provenance."""
     import argparse
     import json
+    import time
+    from datetime import datetime, timezone
 
     from lslib.data import load_dataset
 
-    p = argparse.ArgumentParser(prog="python -m lslib.audit",
-                                description="Gradient-masking checklist for a saved model.")
-    p.add_argument("--model", required=True, help="architecture (lslib.models.build_model name)")
-    p.add_argument("--checkpoint", required=True, help="state_dict or experiment-cache .pt file")
+    p = argparse.ArgumentParser(
+        prog="python -m lslib audit",
+        description="Gradient-masking checklist for a saved model (--model, --checkpoint, "
+                    "--eps), or both protocols and the checklist on a set-up's models (--setup).")
+    p.add_argument("--model", help="architecture (lslib.models.build_model name)")
+    p.add_argument("--checkpoint", help="state_dict or experiment-cache .pt file")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--limit", type=int, default=1000, help="test images to attack")
-    p.add_argument("--eps", type=float, required=True, help="L-inf budget (pixels in [0, 1])")
+    p.add_argument("--eps", type=float, help="L-inf budget (pixels in [0, 1])")
     p.add_argument("--source-model", default=None, help="architecture of the transfer source")
     p.add_argument("--source-checkpoint", default=None, help="weights of the transfer source")
     p.add_argument("--square-queries", type=int, default=1000)
+    p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
+                   help="add AutoAttack (APGD-CE + APGD-T, package pyautoattack) to the "
+                        "checklist (default: where pyautoattack imports)")
+    p.add_argument("--autoattack-iters", type=int, default=100)
     p.add_argument("--data-root", default=None, help="data folder (default: $LSLIB_DATA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument("--setup", default=None,
+                   help="audit the models of this sweep set-up (e.g. mnist-linear) instead")
+    p.add_argument("--quick", action="store_true", help="with --setup: tiny models and attacks")
+    p.add_argument("--out", default=None, help="with --setup: the CSV to write")
+    p.add_argument("--cache", default=None, help="with --setup: the model cache")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.setup is not None and args.checkpoint is None:
+        if args.out is None:
+            p.error("--setup needs --out")
+        eps = 0.2 if args.eps is None else args.eps
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        rows, signs = audit_setup(args.setup, n=args.limit, eps=eps, quick=args.quick,
+                                  cache=args.cache, data_root=args.data_root, device=args.device,
+                                  log=print)
+        options = {"setup": args.setup, "n": args.limit, "eps": eps, "quick": args.quick,
+                   "device": args.device,
+                   "settings": dataclasses.asdict(AuditSettings.quick() if args.quick
+                                                  else AuditSettings())}
+        command = "python -m lslib audit " + " ".join(sys.argv[1:] if argv is None else argv)
+        _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0, options)
+        return 0
+    if args.model is None or args.checkpoint is None or args.eps is None:
+        p.error("--model, --checkpoint and --eps are required (or --setup and --out)")
     if (args.source_model is None) != (args.source_checkpoint is None):
         p.error("--source-model and --source-checkpoint go together")
     model = load_checkpoint(args.model, args.checkpoint, args.device)
@@ -380,7 +856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               if args.source_model else None)
     data = load_dataset(args.dataset, "test", args.data_root, limit=args.limit)
     report = audit(model, data.x.to(args.device), data.y.to(args.device), eps=args.eps,
-                   source_model=source, square_queries=args.square_queries)
+                   source_model=source, square_queries=args.square_queries,
+                   use_autoattack=args.autoattack, autoattack_iters=args.autoattack_iters)
     print(report)
     if args.json:
         with open(args.json, "w") as f:

@@ -1,8 +1,9 @@
-"""lslib.audit against independent truths: the Square attack reaches the closed-form L-inf robust
-accuracy of a linear model (the margin over the L1 norm of the weight difference, see
-lslib.squeeze); the checklist passes a normally trained network, flags the same network behind a
-zero-gradient input quantisation (masking by construction), and flags attacks built to be weak
-where the sign says they are."""
+"""lslib.audit against independent truths: the Square attack and the AutoAttack wrapper reach the
+closed-form L-inf robust accuracy of a linear model (the margin over the L1 norm of the weight
+difference, see lslib.squeeze); our Square is at least as strong as the reference implementation
+(pyautoattack's) at the same eps and queries; the checklist passes a normally trained network,
+flags the same network behind a zero-gradient input quantisation (masking by construction), and
+flags attacks built to be weak where the sign says they are."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from lslib.attacks import AttackResult, bim, fgsm
-from lslib.audit import SIGNS, audit, square_linf, transfer_attack
+from lslib.audit import (
+    PROTOCOL_ATTACKS,
+    SIGNS,
+    AuditSettings,
+    audit,
+    autoattack,
+    compare_protocols,
+    square_linf,
+    transfer_attack,
+)
 from lslib.models import LinearModel
 from lslib.squeeze import linear_radius
 
@@ -195,3 +205,107 @@ def test_the_command_line_audits_a_saved_model(data_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--model", "linear", "--checkpoint", str(path), "--eps", "0.1",
               "--source-model", "linear"])
+
+
+# ------------------------------------------------------------------------------------------------
+# AutoAttack (pyautoattack) and the reference Square
+# ------------------------------------------------------------------------------------------------
+
+pyautoattack = pytest.importorskip("pyautoattack")
+
+
+@pytest.mark.parametrize("eps", [0.005, 0.02])
+def test_autoattack_reaches_the_closed_form_robust_accuracy_of_a_linear_model(eps):
+    m, x, y = _linear_problem()  # float64, 4 classes: APGD-T's DLR loss needs 4
+    exact = float((linear_radius(m, x, y) > eps).double().mean())
+    res = autoattack(m, x, y, eps, n_iter=50)
+    found = float((~res.success).double().mean())
+    assert exact <= found + 1e-12
+    assert found <= exact + 0.015
+
+
+def test_autoattack_keeps_the_attack_contract_and_is_silent(capfd):
+    m, x, y = _linear_problem()
+    m.train()
+    x0 = x.clone()
+    rng = torch.random.get_rng_state()
+    res = autoattack(m, x, y, 0.02, attacks=("apgd-ce",), n_iter=20, device="cpu")
+    assert capfd.readouterr() == ("", "")
+    assert m.training and torch.equal(x, x0)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert res.adversarial.dtype == x.dtype and res.adversarial.shape == x.shape
+    assert (res.adversarial - x).abs().max() <= 0.02 + 1e-9
+    assert res.adversarial.min() >= 0 and res.adversarial.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(res.success, m(res.adversarial).argmax(1) != y)
+    assert not autoattack(m, x, y, 0.0).success[20:].any()  # eps 0: only the misclassified
+    with pytest.raises(ValueError):
+        autoattack(m, x, y, 0.02, attacks=("pgd",))
+    with pytest.raises(ValueError):
+        autoattack(m, x, y, -0.1)
+
+
+def test_autoattack_refuses_the_dlr_losses_below_four_classes(nets):
+    model, _, (x, y) = nets
+    with pytest.raises(ValueError, match="4 classes"):
+        autoattack(model, x, y, 0.1)
+    res = autoattack(model, x, y, 0.25, attacks=("apgd-ce",), n_iter=20)
+    assert float((~res.success).double().mean()) < 0.1
+
+
+@pytest.mark.parametrize("eps", [0.15, 0.25])
+def test_our_square_is_at_least_as_strong_as_the_reference_square(nets, eps):
+    """pyautoattack's SquareAttack (Croce & Hein's code of Andriushchenko et al.) at the same eps,
+    queries and p_init: our robust accuracy may not be higher than the reference's."""
+    from pyautoattack.square import SquareAttack
+
+    model, _, (x, y) = nets
+    with torch.random.fork_rng():
+        ref = SquareAttack(model, norm="Linf", n_queries=300, eps=eps, p_init=0.8, seed=0,
+                           device="cpu", verbose=False).perturb(x, y)
+    with torch.no_grad():
+        ref_acc = float((model(ref).argmax(1) == y).double().mean())
+    ours = square_linf(model, x, y, eps, queries=300, generator=torch.Generator().manual_seed(0))
+    our_acc = float((~ours.success).double().mean())
+    assert our_acc <= ref_acc + 0.02, (our_acc, ref_acc)
+
+
+def test_audit_uses_autoattack_where_asked(nets):
+    model, _, (x, y) = nets
+    rep = audit(model, x, y, eps=0.25, square_queries=50, use_autoattack=True,
+                autoattack_iters=20)
+    aa = rep.sign("autoattack_beats_white_box")
+    assert aa.passed and "apgd-ce" in aa.detail and "autoattack" in rep.accuracy
+    masked = audit(_Quantised(model), x, y, eps=0.25, square_queries=50, use_autoattack=True,
+                   autoattack_iters=20)
+    assert masked.accuracy["autoattack"] > 0.9  # a gradient attack: masked like the others
+    off = audit(model, x, y, eps=0.25, square_queries=50, use_autoattack=False)
+    assert off.sign("autoattack_beats_white_box").detail.startswith("not run")
+
+
+def test_compare_protocols_rows(nets):
+    model, source, (x, y) = nets
+    xs, ys = x[:60], y[:60]
+    settings = AuditSettings(pgd_steps=10, pgd_restarts=2, square_queries=50, autoattack_iters=10)
+    rows = compare_protocols({"a": model}, xs, ys, eps_grid=[0.0, 0.25], source=source,
+                             settings=settings, smoothed_losses={"a": torch.nn.CrossEntropyLoss(
+                                 reduction="none")})
+    got = {(r["attack"], r["eps"]): r["accuracy"] for r in rows}
+    assert {a for a, _ in got} == set(PROTOCOL_ATTACKS)
+    with torch.no_grad():
+        clean = float((model(xs).argmax(1) == ys).double().mean())
+    assert all(got[(a, 0.0)] == pytest.approx(clean) for a in PROTOCOL_ATTACKS)
+    strong = [got[(a, 0.25)] for a, p in PROTOCOL_ATTACKS.items() if p == "strong"]
+    assert got[("worst case", 0.25)] == min(strong)
+    # cross-entropy as the "smoothed" loss: the paper's rows are the strong FGSM / BIM-10 rows
+    assert got[("FGSM, smoothed target", 0.25)] == got[("FGSM", 0.25)]
+    assert got[("BIM-10, smoothed target", 0.25)] == got[("BIM-10", 0.25)]
+
+
+def test_the_command_line_needs_a_model_or_a_setup():
+    from lslib.audit import main
+
+    with pytest.raises(SystemExit):
+        main(["--setup", "mnist-linear"])  # no --out
+    with pytest.raises(SystemExit):
+        main(["--eps", "0.1"])
