@@ -193,6 +193,8 @@ def test_smoothing_beats_natural_by_hand():
     assert s.loc[("paper", "FGSM"), "cells"] == 2
     assert s.loc[("paper", "FGSM"), "paper"] == pytest.approx(0.5)
     assert s.loc[("paper", "FGSM"), "ours"] == pytest.approx(1.0)
+    assert s.loc[("paper", "FGSM"), "paper_gain"] == pytest.approx((0.15 - 0.05) / 2)
+    assert s.loc[("paper", "FGSM"), "ours_gain"] == pytest.approx((0.20 + 0.13) / 2)
     # strong: ours ALS 0.10 < 0.15, SLS 0.25 > 0.15
     assert s.loc[("strong", "FGSM"), "ours"] == pytest.approx(0.5)
     assert ("paper", "CW") not in s.index  # the only smoothing CW cell has no number of ours
