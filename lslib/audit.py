@@ -679,8 +679,8 @@ def _defence_label(name: str, alpha: float | None) -> str:
 
 
 def audit_setup(setup: str = "mnist-linear", *, n: int = 500, eps: float = 0.2,
-                eps_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-                                             0.75, 1.0),
+                eps_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+                                             1.0),
                 defences: Sequence[tuple[str, float | None, float | None]] = AUDIT_DEFENCES,
                 quick: bool = False, settings: AuditSettings | None = None, seed: int = 0,
                 cache: str | None = None, data_root: str | None = None,
