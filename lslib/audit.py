@@ -678,7 +678,8 @@ def _defence_label(name: str, alpha: float | None) -> str:
     return name if alpha is None else f"{name} {alpha:g}"
 
 
-def audit_setup(setup: str = "mnist-linear", *, n: int = 500, eps: float = 0.2,
+def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
+                eps: float | Sequence[float] = (0.1, 0.2),
                 eps_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
                                              1.0),
                 defences: Sequence[tuple[str, float | None, float | None]] = AUDIT_DEFENCES,
@@ -689,12 +690,13 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500, eps: float = 0.2,
     """Both protocols and the checklist on the models of a set-up of
     :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached by
     :func:`lslib.experiments.train_or_load` when the cache lacks them; ``quick`` uses the sweep's
-    quick models), attacked on the first ``n`` test images. The transfer source is a natural
+    quick models), attacked on the first ``n`` test images; the checklist runs at each budget of
+    ``eps``. The transfer source is a natural
     model of the same architecture trained with seed ``seed + 1``.
 
     Returns ``(rows, signs)``: the rows of :func:`compare_protocols` (plus ``clean`` rows) and one
-    row per model and sign of :func:`audit` at ``eps`` (``model``, ``sign``, ``passed``,
-    ``detail``), each row also carrying ``defence``, ``alpha`` and ``T``.
+    row per model, budget and sign of :func:`audit` (``model``, ``sign``, ``passed``,
+    ``detail``, ``eps``), each row also carrying ``defence``, ``alpha`` and ``T``.
     """
     from lslib.experiments import SETUPS, Defence, cache_dir, train_or_load
     from lslib.train import build_loss
@@ -728,12 +730,13 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500, eps: float = 0.2,
                              source=source, settings=settings, seed=seed, log=log)
     signs = []
     for label, model in models.items():
-        rep = audit(model, x, y, eps=eps, source_model=source,
-                    square_queries=settings.audit_queries,
-                    autoattack_iters=settings.autoattack_iters,
-                    generator=torch.Generator().manual_seed(seed))
-        log(f"{label}: {rep}")
-        signs += [{"model": label, **r, "eps": eps} for r in rep.rows()]
+        for e in ([float(eps)] if isinstance(eps, (int, float)) else [float(v) for v in eps]):
+            rep = audit(model, x, y, eps=e, source_model=source,
+                        square_queries=settings.audit_queries,
+                        autoattack_iters=settings.autoattack_iters,
+                        generator=torch.Generator().manual_seed(seed))
+            log(f"{label}: {rep}")
+            signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
         with torch.no_grad():
             clean = float((model(x).argmax(1) == y).double().mean())
         rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
@@ -811,7 +814,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="state_dict or experiment-cache .pt file")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--limit", type=int, default=1000, help="test images to attack")
-    p.add_argument("--eps", type=float, help="L-inf budget (pixels in [0, 1])")
+    p.add_argument("--eps", type=float, nargs="+",
+                   help="L-inf budget (pixels in [0, 1]); with --setup, one or more budgets of "
+                        "the checklist (default 0.1 0.2)")
     p.add_argument("--source-model", default=None, help="architecture of the transfer source")
     p.add_argument("--source-checkpoint", default=None, help="weights of the transfer source")
     p.add_argument("--square-queries", type=int, default=1000)
@@ -834,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.setup is not None and args.checkpoint is None:
         if args.out is None:
             p.error("--setup needs --out")
-        eps = 0.2 if args.eps is None else args.eps
+        eps = [0.1, 0.2] if args.eps is None else args.eps
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         rows, signs = audit_setup(args.setup, n=args.limit, eps=eps, quick=args.quick,
@@ -849,13 +854,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.model is None or args.checkpoint is None or args.eps is None:
         p.error("--model, --checkpoint and --eps are required (or --setup and --out)")
+    if len(args.eps) != 1:
+        p.error("--eps takes one budget when auditing a checkpoint")
     if (args.source_model is None) != (args.source_checkpoint is None):
         p.error("--source-model and --source-checkpoint go together")
     model = load_checkpoint(args.model, args.checkpoint, args.device)
     source = (load_checkpoint(args.source_model, args.source_checkpoint, args.device)
               if args.source_model else None)
     data = load_dataset(args.dataset, "test", args.data_root, limit=args.limit)
-    report = audit(model, data.x.to(args.device), data.y.to(args.device), eps=args.eps,
+    report = audit(model, data.x.to(args.device), data.y.to(args.device), eps=args.eps[0],
                    source_model=source, square_queries=args.square_queries,
                    use_autoattack=args.autoattack, autoattack_iters=args.autoattack_iters)
     print(report)
