@@ -36,6 +36,7 @@ __all__ = [
     "TABLES",
     "format_side_by_side",
     "paper_table",
+    "paper_wide",
     "read_provenance",
     "side_by_side",
     "smoothing_beats_natural",
@@ -471,6 +472,26 @@ def wide_table(frame: pd.DataFrame, attack: str) -> pd.DataFrame:
     wide = wide.reindex(pd.MultiIndex.from_tuples(order, names=index))
     wide.index = wide.index.set_levels(
         wide.index.levels[2].map(lambda a: "" if a == _NA else f"{a:g}"), level=2)
+    return wide
+
+
+def paper_wide(setup: str) -> pd.DataFrame:
+    """The paper's numbers for one set-up (our name, e.g. "cifar-lenet") as one table: one line
+    per defence and alpha, one column per attack and eps ("FGSM eps 0.05", ..., "DeepFool",
+    "CW", "clean"), in the printed order; NaN where the paper prints "/"."""
+    t = paper_table()
+    t = t[t["setup"] == setup]
+    if t.empty:
+        raise ValueError(f"setup must be one of {sorted(SETUP_NAMES.values())}, got {setup!r}")
+    column = [a if a in ("DeepFool", "CW", "clean") else f"{a} eps {e:g}"
+              for a, e in zip(t["attack"], t["eps"], strict=True)]
+    alpha = ["" if math.isnan(a) else f"{a:g}" for a in t["alpha"]]
+    t = t.assign(column=column, alpha=alpha)
+    wide = t.set_index(["defence", "alpha", "column"])["accuracy"].unstack("column")
+    rows = list(dict.fromkeys(zip(t["defence"], t["alpha"], strict=True)))
+    wide = wide.reindex(index=pd.MultiIndex.from_tuples(rows, names=["defence", "alpha"]),
+                        columns=list(dict.fromkeys(column)))
+    wide.columns.name = None
     return wide
 
 

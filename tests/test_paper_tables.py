@@ -18,6 +18,7 @@ from lslib.paper_tables import (
     SETUP_NAMES,
     format_side_by_side,
     paper_table,
+    paper_wide,
     read_provenance,
     side_by_side,
     smoothing_beats_natural,
@@ -279,3 +280,16 @@ def test_train_and_attack_on_random_data():
         train_and_attack("ALS", 1.5, 1.0, [0.1], train=train, test=test)
     with pytest.raises(ValueError, match="eps"):
         train_and_attack("ALS", 0.1, 1.0, [-0.1], train=train, test=test)
+
+
+def test_paper_wide_holds_every_cell_of_a_set_up_once():
+    w = paper_wide("cifar-resnet")
+    t = paper_table().query("setup == 'cifar-resnet'")
+    assert w.size == len(t) and w.isna().sum().sum() == t["accuracy"].isna().sum()
+    assert list(w.columns) == ["FGSM eps 0.05", "FGSM eps 0.2", "FGSM eps 0.4", "BIM eps 0.05",
+                               "BIM eps 0.2", "BIM eps 0.4", "DeepFool", "CW", "clean"]
+    assert w.loc[("BLS", "0.4"), "FGSM eps 0.05"] == 0.450
+    assert w.loc[("natural", ""), "clean"] == 0.886
+    assert list(w.index)[:3] == [("ALS", "0.005"), ("ALS", "0.1"), ("ALS", "0.4")]
+    with pytest.raises(ValueError, match="setup"):
+        paper_wide("CIFAR ResNet")
