@@ -15,6 +15,7 @@ at most 1.02x.
     python bench/bench_training.py                         # CPU, 1 thread, 7 rounds
     python bench/bench_training.py --threads 2 --rounds 11 --models mlp,lenet-mnist
     python bench/bench_training.py --device cuda --models lenet-cifar,resnet18
+    python bench/bench_training.py --models mlp --clock cpu --steps 60   # on a shared machine
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import argparse
 import copy
 import random
 import statistics
+import time
 
 import torch
 
 from lslib.data import TensorData
 from lslib.experiments import SETUPS
 from lslib.models import build_model
-from lslib.train import TrainConfig, train_model
+from lslib.train import TrainConfig, build_loss, train_model
 
 DEFENCES = {
     "natural": dict(method=None),
@@ -52,7 +54,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time; cpu: this process's CPU time (CPU only), which "
+                         "other jobs on a shared machine disturb far less (use with --threads 1)")
     args = ap.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        ap.error("--clock cpu measures CPU time: it needs --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -77,8 +85,13 @@ def main() -> None:
 
     def visit(name: str, cfg: TrainConfig) -> float:
         model = copy.deepcopy(init[name])
-        return train_model(model, data[name], cfg, device=device, progress=False,
-                           reseed=False).images_per_second
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = clock()
+        train_model(model, data[name], cfg, device=device, progress=False, reseed=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return len(data[name]) / (clock() - start)
 
     for name, _, cfg in jobs:  # warm-up (allocator, kernels, lazy imports)
         visit(name, cfg)
@@ -91,7 +104,7 @@ def main() -> None:
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     print(f"\ndevice {device} ({args.threads} threads), {args.rounds} rounds x {args.steps} "
-          f"batches, interleaved; cost = natural images/s / defence images/s "
+          f"batches, interleaved, {args.clock} clock; cost = natural images/s / defence images/s "
           f"(median of per-round ratios)")
     print(f"{'model':12s} {'defence':8s} {'images/s':>10s} {'cost vs natural':>16s}")
     for name in models:
@@ -100,6 +113,40 @@ def main() -> None:
             s = speed[(name, defence)]
             ratio = statistics.median(a / b for a, b in zip(nat, s, strict=True))
             print(f"{name:12s} {defence:8s} {statistics.median(s):10.0f} {ratio:15.3f}x")
+    loss_only(models, jobs, speed, args, clock, rng, device)
+
+
+def loss_only(models, jobs, speed, args, clock, rng, device) -> None:
+    """The smoothing's extra cost on its own: the loss's forward + backward on the set-up's
+    (batch, 10) logits, timed many times (interleaved), and the ratio it implies for a whole
+    step, 1 + (loss_LS - loss_CE) / step_natural. Label smoothing changes nothing else in a
+    step, and this estimate is far less sensitive to other jobs than the whole-step ratios."""
+    print("\nthe loss alone: forward + backward on (batch, 10) logits, incl. a clone; "
+          "implied cost = 1 + extra / natural step")
+    print(f"{'model':12s} {'defence':8s} {'loss us':>10s} {'extra us':>9s} {'implied cost':>13s}")
+    reps = 200
+    for name in models:
+        batch = SETUPS[_SETUP_OF[name]].batch_size
+        z0 = torch.randn(batch, 10, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        fns = {d: build_loss(cfg) for m, d, cfg in jobs if m == name and d != "PGD-3"}
+        times: dict[str, list[float]] = {d: [] for d in fns}
+        order = list(fns)
+        for _ in range(args.rounds):
+            rng.shuffle(order)
+            for d in order:
+                start = clock()
+                for _ in range(reps):
+                    fns[d](z0.clone().requires_grad_(), y).backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[d].append((clock() - start) / reps)
+        step = batch / statistics.median(speed[(name, "natural")])
+        ce = statistics.median(times["natural"])
+        for d, ts in times.items():
+            extra = statistics.median(ts) - ce
+            print(f"{name:12s} {d:8s} {statistics.median(ts) * 1e6:10.1f} {extra * 1e6:9.1f} "
+                  f"{1 + extra / step:12.4f}x")
 
 
 if __name__ == "__main__":

@@ -175,25 +175,50 @@ def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float
 
 def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
                reduction: str, detach: bool, boltzmann_scale: str) -> Tensor:
-    """Validated inputs. ``-q^T log_softmax(z)`` split along eq. (1) as
-    ``(1 - alpha) * NLL(y) + alpha * (-q'^T log_softmax(z))``; SLS, ALS and SBLS in closed form
-    (no (N, K) target tensor). amin/amax share their gradient equally among tied entries, so the
-    gradient is ``softmax(z) - q`` with the equal-split tie rule."""
+    """Validated inputs. ``-q^T log_softmax(z)`` with q of eq. (1).
+
+    With q held constant (detached targets, the default; and always for SLS, ALS and SBLS, whose
+    q' is piecewise constant in z) q is built without recording a graph and handed to
+    ``F.cross_entropy`` as probability targets: one fused loss whose gradient is
+    ``softmax(z) - q`` (ties split equally, as q is built), twice differentiable, and only a few
+    per cent dearer than plain cross-entropy on small models, where per-operation overhead
+    dominates. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
+    if alpha == 0.0:
+        return F.cross_entropy(z, target, reduction=reduction)
+    if detach or method in ("standard", "adversarial", "second_best"):
+        with torch.no_grad():
+            q = _constant_targets(z.detach(), target, method, alpha, temperature, boltzmann_scale)
+        return F.cross_entropy(z, q, reduction=reduction)
     lp = z.log_softmax(dim=1)
     nll = F.nll_loss(lp, target, reduction=reduction)
-    if alpha == 0.0:
-        return nll
-    if method == "standard":  # -q'^T lp = -(nll_i + sum_k lp_ik) / (K - 1)
-        c = alpha / (z.shape[1] - 1)
-        return nll.mul(1.0 - alpha - c).sub(_reduce(lp.sum(dim=1), reduction), alpha=c)
-    if method == "adversarial":
-        s = lp.amin(dim=1)
-    elif method == "second_best":
-        s = lp.scatter(1, target.unsqueeze(1), float("-inf")).amax(dim=1)
-    else:
-        q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
-        s = (q * lp).sum(dim=1)
+    q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
+    s = (q * lp).sum(dim=1)
     return nll.mul(1.0 - alpha).sub(_reduce(s, reduction), alpha=alpha)
+
+
+def _constant_targets(z: Tensor, target: Tensor, method: str | QPrime, alpha: float,
+                      temperature: float, boltzmann_scale: str) -> Tensor:
+    """q = (1 - alpha) y + alpha q' from detached logits, with as few operations as possible
+    (the same values as :func:`smooth_targets`; tests hold the two together)."""
+    t1 = target.unsqueeze(1)
+    n, k = z.shape
+    if method == "standard":  # eq. (5)
+        return torch.full_like(z, alpha / (k - 1)).scatter_(1, t1, 1.0 - alpha)
+    if method in ("adversarial", "second_best"):  # eqs. (4) and (7), ties split equally
+        src = z if method == "adversarial" else z.scatter(1, t1, float("-inf"))
+        ext = src.amin(dim=1, keepdim=True) if method == "adversarial" else src.amax(
+            dim=1, keepdim=True)
+        hit = (src == ext).to(z.dtype)
+        q = hit.mul_(alpha / hit.sum(dim=1, keepdim=True))
+        if method == "second_best":  # q'_y = 0
+            return q.scatter_(1, t1, 1.0 - alpha)
+        return q.scatter_add_(1, t1, torch.full((n, 1), 1.0 - alpha, dtype=z.dtype,
+                                                device=z.device))
+    qp = _qprime(z, target, method, temperature, boltzmann_scale, True)
+    if method == "boltzmann":  # a fresh tensor with q'_y = 0 exactly
+        return qp.mul_(alpha).scatter_(1, t1, 1.0 - alpha)
+    return (qp * alpha).scatter_add_(1, t1, torch.full((n, 1), 1.0 - alpha, dtype=z.dtype,
+                                                       device=z.device))
 
 
 # --------------------------------------------------------------------------------------------
