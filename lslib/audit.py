@@ -250,7 +250,8 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
     ``version="custom"`` runs ``attacks`` in turn, each on the points still robust (the default,
     APGD on the cross-entropy, then APGD-T on the targeted DLR loss, which is invariant to
     shifting and rescaling the logits: what label smoothing changes), with ``n_iter``
-    iterations, ``restarts`` random restarts of APGD-CE/DLR and ``min(9, K - 1)`` target classes;
+    iterations (FAB too), ``restarts`` random restarts of APGD-CE/DLR and ``min(9, K - 1)``
+    target classes;
     ``version="standard"`` is the published ensemble (APGD-CE, APGD-T, FAB-T, Square with
     ``square_queries``) and ignores ``attacks``. The DLR losses need at least 4 classes.
 
@@ -297,12 +298,13 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
                     apgd.n_iter_min = max(int(0.06 * n_iter), 1)
                     apgd.size_decr = max(int(0.03 * n_iter), 1)
                     apgd.verbose = verbose
+                aa.fab.n_iter = n_iter
                 targets = max(min(9, k - 1), 1)
                 aa.apgd_targeted.n_target_classes = targets
                 aa.fab.n_target_classes = targets
+                aa.square.n_queries = square_queries
                 if version == "custom":
                     aa.apgd.n_restarts = restarts
-                    aa.square.n_queries = square_queries
                 xa, _ = aa.run_standard_evaluation(xc.float(), yc, batch_size=batch_size)
             adv = torch.minimum(torch.maximum(xa.to(xc.dtype), (xc - eps).clamp(0, 1)),
                                 (xc + eps).clamp(0, 1))
@@ -772,15 +774,14 @@ def _report_dict(report: AuditReport) -> dict[str, object]:
 
 
 def _write_audit(out: str, rows: list[dict], signs: list[dict], command: str,
-                 started: str, wall: float, options: dict) -> None:
+                 started: str, wall: float, options: dict, prov: dict) -> None:
     """``out`` (the accuracies), ``out`` with ``-signs`` (the checklist) and ``.meta.json``
-    (provenance: command, options, start, wall time, lslib version, git commit, device...)."""
+    (provenance taken when the run started: command, options, start, wall time, lslib version,
+    git commit, source hashes, device...)."""
     import json
     from pathlib import Path
 
     import pandas as pd
-
-    from lslib.experiments import provenance, source_hashes
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -788,8 +789,7 @@ def _write_audit(out: str, rows: list[dict], signs: list[dict], command: str,
     pd.DataFrame(rows).to_csv(path, index=False, float_format="%.10g")
     pd.DataFrame(signs).to_csv(signs_path, index=False)
     meta = {"command": command, "options": options, "started": started, "wall_seconds": wall,
-            "files": [path.name, signs_path.name], **provenance(options["device"]),
-            "threads": torch.get_num_threads(), "sources": source_hashes()}
+            "files": [path.name, signs_path.name], **prov, "threads": torch.get_num_threads()}
     path.with_name(path.name + ".meta.json").write_text(json.dumps(meta, indent=2,
                                                                     default=str) + "\n")
 
@@ -840,7 +840,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None:
             p.error("--setup needs --out")
         eps = [0.1, 0.2] if args.eps is None else args.eps
+        from lslib.experiments import provenance, source_hashes
+
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        prov = {**provenance(args.device), "sources": source_hashes()}  # the code that runs
         t0 = time.perf_counter()
         rows, signs = audit_setup(args.setup, n=args.limit, eps=eps, quick=args.quick,
                                   cache=args.cache, data_root=args.data_root, device=args.device,
@@ -850,7 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "settings": dataclasses.asdict(AuditSettings.quick() if args.quick
                                                   else AuditSettings())}
         command = "python -m lslib audit " + " ".join(sys.argv[1:] if argv is None else argv)
-        _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0, options)
+        _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0, options,
+                     prov)
         return 0
     if args.model is None or args.checkpoint is None or args.eps is None:
         p.error("--model, --checkpoint and --eps are required (or --setup and --out)")

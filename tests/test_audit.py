@@ -224,6 +224,19 @@ def test_autoattack_reaches_the_closed_form_robust_accuracy_of_a_linear_model(ep
     assert found <= exact + 0.015
 
 
+def test_autoattack_standard_ensemble_runs_and_never_beats_the_exact_minimum(capfd):
+    m, x, y = _linear_problem()
+    x, y = x[:40], y[:40]
+    eps = 0.02
+    exact = float((linear_radius(m, x, y) > eps).double().mean())
+    res = autoattack(m, x, y, eps, version="standard", n_iter=10, square_queries=50)
+    assert capfd.readouterr() == ("", "")
+    found = float((~res.success).double().mean())
+    assert exact <= found + 1e-12 and found <= exact + 0.05
+    with pytest.raises(ValueError):
+        autoattack(m, x, y, eps, version="fast")
+
+
 def test_autoattack_keeps_the_attack_contract_and_is_silent(capfd):
     m, x, y = _linear_problem()
     m.train()
