@@ -322,3 +322,22 @@ def test_the_command_line_needs_a_model_or_a_setup():
         main(["--setup", "mnist-linear"])  # no --out
     with pytest.raises(SystemExit):
         main(["--eps", "0.1"])
+
+
+def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
+    import json
+
+    from lslib.audit import _write_audit, audit_setup
+    from lslib.experiments import provenance
+
+    with pytest.raises(ValueError, match="unknown setup"):
+        audit_setup("mnist-nope")
+    rows = [{"model": "a", "attack": "FGSM", "eps": 0.1, "accuracy": 0.5}]
+    signs = [{"model": "a", "sign": SIGNS[0], "passed": True, "detail": "", "eps": 0.1}]
+    out = tmp_path / "audit.csv"
+    _write_audit(str(out), rows, signs, "python -m lslib audit --setup x", "now", 1.5,
+                 {"device": "cpu"}, provenance("cpu"))
+    assert (tmp_path / "audit-signs.csv").read_text().startswith("model,sign,passed")
+    meta = json.loads((tmp_path / "audit.csv.meta.json").read_text())
+    assert meta["command"].startswith("python -m lslib audit") and meta["wall_seconds"] == 1.5
+    assert {"git_commit", "lslib_version", "device", "source_hash"} <= set(meta)
