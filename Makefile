@@ -12,6 +12,13 @@ CHROMIUM := /usr/bin/chromium
 
 export LSLIB_QUICK ?= 1
 export PYTHONHASHSEED := 0
+# The data root (see README): $LSLIB_DATA when set, else ../shared/data where that exists (the
+# project machines); without either, chapters download MNIST where a network exists.
+ifeq ($(origin LSLIB_DATA), undefined)
+ifneq ($(wildcard ../shared/data),)
+export LSLIB_DATA := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: help install test lint pytest notebooks sync book browser-check chromium bench clean
 
