@@ -30,11 +30,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -688,7 +692,8 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 quick: bool = False, settings: AuditSettings | None = None, seed: int = 0,
                 cache: str | None = None, data_root: str | None = None,
                 device: str | torch.device | None = None, download: bool = False,
-                log: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+                log: Callable[[str], None] | None = None,
+                journal: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:
     """Both protocols and the checklist on the models of a set-up of
     :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached by
     :func:`lslib.experiments.train_or_load` when the cache lacks them; ``quick`` uses the sweep's
@@ -699,8 +704,22 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     Returns ``(rows, signs)``: the rows of :func:`compare_protocols` (plus ``clean`` rows) and one
     row per model, budget and sign of :func:`audit` (``model``, ``sign``, ``passed``,
     ``detail``, ``eps``), each row also carrying ``defence``, ``alpha`` and ``T``.
+
+    ``journal``: a JSON-lines file to which each model's rows are appended (flushed and
+    fsync'ed) as soon as that model is done; a later call with the same journal and the same
+    settings takes those models from it instead of attacking them again, so a killed run loses
+    at most the model it was working on (the command line keeps it beside ``--out``). Every
+    random choice is seeded per budget, not per position in the run, so the rows are the same
+    either way.
     """
-    from lslib.experiments import SETUPS, Defence, cache_dir, train_or_load
+    from lslib.experiments import (
+        SETUPS,
+        Defence,
+        _append_journal,
+        cache_dir,
+        read_journal,
+        train_or_load,
+    )
     from lslib.train import build_loss
 
     if setup not in SETUPS:
@@ -711,41 +730,68 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     log = log or (lambda msg: None)
     where = dict(cache=cache_dir(cache), device=dev, data_root=data_root, download=download,
                  progress=False, log=log)
-    models: dict[str, nn.Module] = {}
-    losses: dict[str, Callable] = {}
-    meta: dict[str, dict] = {}
+    eps_list = [float(eps)] if isinstance(eps, (int, float)) else [float(v) for v in eps]
+    source_cfg = Defence("natural").train_config(su, seed=seed + 1, quick=quick)
+    common = {"setup": setup, "n": n, "eps": eps_list, "eps_grid": [float(e) for e in eps_grid],
+              "quick": quick, "settings": dataclasses.asdict(settings), "seed": seed,
+              "source": source_cfg.key(), "device": dev.type, "version": _AUDIT_VERSION}
+    done: dict[str, dict] = {}
+    if journal is not None:
+        done = {e["key"]: e for e in read_journal(journal, ("key", "rows", "signs"))}
+    plan = []
     for name, alpha, temperature in defences:
-        d = Defence(name, alpha, temperature)
-        cfg = d.train_config(su, seed=seed, quick=quick)
-        label = _defence_label(name, alpha)
-        models[label], _ = train_or_load(su, cfg, **where)
-        losses[label] = build_loss(cfg, reduction="none")
-        meta[label] = {"defence": name, "alpha": alpha, "T": temperature,
-                       "model_key": cfg.key()}
-    source, _ = train_or_load(su, Defence("natural").train_config(su, seed=seed + 1, quick=quick),
-                              **where)
-    from lslib.data import load_dataset
+        cfg = Defence(name, alpha, temperature).train_config(su, seed=seed, quick=quick)
+        key = hashlib.sha256(json.dumps({**common, "model": cfg.key()}, sort_keys=True)
+                             .encode()).hexdigest()[:16]
+        plan.append((name, alpha, temperature, cfg, key))
+    rows: list[dict] = []
+    signs: list[dict] = []
+    todo = [p for p in plan if p[4] not in done]
+    for *_, key in plan:
+        if key in done:
+            rows += done[key]["rows"]
+            signs += done[key]["signs"]
+    if todo:
+        from lslib.data import load_dataset
 
-    test = load_dataset(su.dataset, "test", data_root, limit=n, download=download)
-    x, y = test.x.to(dev), test.y.to(dev)
-    rows = compare_protocols(models, x, y, eps_grid=eps_grid, smoothed_losses=losses,
-                             source=source, settings=settings, seed=seed, log=log)
-    signs = []
-    for label, model in models.items():
-        for e in ([float(eps)] if isinstance(eps, (int, float)) else [float(v) for v in eps]):
+        source, _ = train_or_load(su, source_cfg, **where)
+        test = load_dataset(su.dataset, "test", data_root, limit=n, download=download)
+        x, y = test.x.to(dev), test.y.to(dev)
+    for name, alpha, temperature, cfg, key in todo:
+        label = _defence_label(name, alpha)
+        model, _ = train_or_load(su, cfg, **where)
+        meta = {"defence": name, "alpha": alpha, "T": temperature, "model_key": cfg.key(),
+                "setup": setup}
+        m_rows = compare_protocols({label: model}, x, y, eps_grid=eps_grid,
+                                   smoothed_losses={label: build_loss(cfg, reduction="none")},
+                                   source=source, settings=settings, seed=seed, log=log)
+        m_signs = []
+        for e in eps_list:
             rep = audit(model, x, y, eps=e, source_model=source,
                         square_queries=settings.audit_queries,
                         autoattack_iters=settings.autoattack_iters,
                         generator=torch.Generator().manual_seed(seed))
             log(f"{label}: {rep}")
-            signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
+            m_signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
         with torch.no_grad():
             clean = float((model(x).argmax(1) == y).double().mean())
-        rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
-                     "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
-    for r in (*rows, *signs):
-        r.update({k: v for k, v in meta[r["model"]].items()}, setup=setup)
+        m_rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
+                       "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
+        for r in (*m_rows, *m_signs):
+            r.update(meta)
+        if journal is not None:
+            _append_journal(Path(journal), {"key": key, "rows": m_rows, "signs": m_signs})
+        rows += m_rows
+        signs += m_signs
+    order = {_defence_label(p[0], p[1]): i for i, p in enumerate(plan)}
+    rows.sort(key=lambda r: order[r["model"]])  # stable: each model's rows keep their order
+    signs.sort(key=lambda r: order[r["model"]])
     return rows, signs
+
+
+#: Bump when a change here changes what audit_setup computes (journal entries of other
+#: versions are recomputed).
+_AUDIT_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         rows, signs = audit_setup(args.setup, n=args.limit, eps=eps, quick=args.quick,
                                   cache=args.cache, data_root=args.data_root, device=args.device,
-                                  log=print)
+                                  log=print, journal=f"{args.out}.journal.jsonl")
         options = {"setup": args.setup, "n": args.limit, "eps": eps, "quick": args.quick,
                    "device": args.device,
                    "settings": dataclasses.asdict(AuditSettings.quick() if args.quick

@@ -541,8 +541,10 @@ COLUMNS = ("setup", "table_name", "defence", "alpha", "T", "protocol", "attack",
            "source_hash", "device")
 
 
-def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The journal's complete entries, in order (a torn or corrupt line is skipped)."""
+def read_journal(path: str | os.PathLike,
+                 fields: tuple[str, ...] = ("key", "row")) -> list[dict[str, Any]]:
+    """The journal's complete entries, in order (a torn or corrupt line, or one without all of
+    ``fields``, is skipped)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -555,7 +557,7 @@ def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(entry, dict) and "key" in entry and "row" in entry:
+            if isinstance(entry, dict) and all(k in entry for k in fields):
                 entries.append(entry)
     return entries
 

@@ -341,3 +341,36 @@ def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
     meta = json.loads((tmp_path / "audit.csv.meta.json").read_text())
     assert meta["command"].startswith("python -m lslib audit") and meta["wall_seconds"] == 1.5
     assert {"git_commit", "lslib_version", "device", "source_hash"} <= set(meta)
+
+
+def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, data_root):
+    # a run killed after its first model resumes with only the second, and gives the rows of
+    # the uninterrupted run (every random choice is seeded per budget, not per position)
+    from lslib.audit import AuditSettings, audit_setup
+
+    kw = dict(n=40, eps=(0.2,), eps_grid=(0.1, 0.3), quick=True, seed=0,
+              defences=(("natural", None, None), ("ALS", 0.4, None)),
+              settings=AuditSettings(pgd_steps=5, pgd_restarts=1, square_queries=20,
+                                     autoattack_iters=5, audit_queries=20),
+              cache=str(tmp_path / "cache"), data_root=str(data_root), device="cpu")
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    full_journal = tmp_path / "full.jsonl"
+    rows, signs = audit_setup(**kw, journal=full_journal)
+    assert {r["model"] for r in rows} == {"natural", "ALS 0.4"}
+    lines = full_journal.read_text().splitlines()
+    assert len(lines) == 2  # one entry per model
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(lines[0] + "\n" + '{"key": "torn')  # killed mid-append of the second
+    seen: list[str] = []
+    rows2, signs2 = audit_setup(**kw, journal=partial, log=seen.append)
+    assert seen and all(m.startswith("ALS 0.4") for m in seen)  # only the second model ran
+    assert strip(rows2) == strip(rows) and signs2 == signs
+    seen.clear()
+    rows3, signs3 = audit_setup(**kw, journal=full_journal, log=seen.append)
+    assert seen == [] and strip(rows3) == strip(rows) and signs3 == signs
+    # other settings do not reuse the journal's entries
+    rows4, _ = audit_setup(**{**kw, "n": 30}, journal=full_journal, log=seen.append)
+    assert seen and {r["n"] for r in rows4 if "n" in r} == {30}
