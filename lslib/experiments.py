@@ -67,6 +67,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -706,7 +707,7 @@ def run_sweep(
     def finished() -> dict[str, str]:
         return {e["key"]: e.get("settings") for e in read_journal(journal)}
 
-    session = {"id": f"{os.getpid()}-{time.time():.0f}",
+    session = {"id": f"{os.getpid()}-{uuid.uuid4().hex[:12]}",  # unique per call
                "command": command or "lslib.experiments.run_sweep (Python API)",
                "sweep": dataclasses.asdict(sweep), "reverse": reverse, "started": _now(),
                "finished": None, "rows_computed": 0, "models_trained": 0, "wall_seconds": None,
