@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ALPHAS",
     "EPS",
+    "RESULTS_URL",
     "SETUP_NAMES",
     "TABLES",
+    "find_results",
     "format_side_by_side",
     "paper_table",
     "paper_wide",
@@ -576,3 +579,30 @@ def train_and_attack(method: str | None, alpha: float, temperature: float,
                              "clean_accuracy": rep.clean_accuracy,
                              "train_seconds": fit.seconds})
     return pd.DataFrame(rows)
+
+
+#: Where the committed results of this project can be read over the network (a Colab runtime has
+#: the chapter but not the repository's ``results/`` folder).
+RESULTS_URL = "https://raw.githubusercontent.com/lslib/label-smoothing-robustness/main/results/"
+
+
+def find_results(*names: str, search: Sequence[str | os.PathLike] = ("../results", "results"),
+                 download: bool = False, url: str = RESULTS_URL) -> Path | None:
+    """The first folder of ``search`` that holds every file of ``names`` (a chapter runs in
+    ``book/``, a script at the repository's root). Where none does: with ``download``, the
+    files are fetched from ``url`` into ``./results`` (e.g. on Colab) and that folder is
+    returned; else None."""
+    if not names:
+        raise ValueError("find_results needs at least one file name")
+    for folder in map(Path, search):
+        if all((folder / n).is_file() for n in names):
+            return folder
+    if not download:
+        return None
+    import urllib.request
+
+    local = Path("results")
+    local.mkdir(exist_ok=True)
+    for n in names:
+        urllib.request.urlretrieve(url + n, local / n)
+    return local

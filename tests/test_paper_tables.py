@@ -293,3 +293,23 @@ def test_paper_wide_holds_every_cell_of_a_set_up_once():
     assert list(w.index)[:3] == [("ALS", "0.005"), ("ALS", "0.1"), ("ALS", "0.4")]
     with pytest.raises(ValueError, match="setup"):
         paper_wide("CIFAR ResNet")
+
+
+def test_find_results_takes_the_first_folder_holding_every_file(tmp_path, monkeypatch):
+    from lslib.paper_tables import find_results
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x.csv").write_text("1")
+    (b / "x.csv").write_text("1")
+    (b / "x.csv.meta.json").write_text("{}")
+    assert find_results("x.csv", search=(a, b)) == a
+    assert find_results("x.csv", "x.csv.meta.json", search=(a, b)) == b  # a lacks the meta
+    assert find_results("y.csv", search=(a, b)) is None
+    # download: fetched from the URL into ./results (a file:// URL stands in for the network)
+    monkeypatch.chdir(tmp_path)
+    got = find_results("x.csv.meta.json", search=(a,), download=True, url=b.as_uri() + "/")
+    assert got == Path("results") and (tmp_path / "results" / "x.csv.meta.json").read_text() == "{}"
+    with pytest.raises(ValueError, match="at least one"):
+        find_results()
