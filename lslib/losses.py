@@ -187,7 +187,7 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
         return F.cross_entropy(z, target, reduction=reduction)
     if detach or method in ("standard", "adversarial", "second_best"):
         with torch.no_grad():
-            q = _constant_targets(z.detach(), target, method, alpha, temperature, boltzmann_scale)
+            q = _targets(z, target, method, alpha, temperature, boltzmann_scale, True)
         return F.cross_entropy(z, q, reduction=reduction)
     lp = z.log_softmax(dim=1)
     nll = F.nll_loss(lp, target, reduction=reduction)
@@ -196,29 +196,12 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
     return nll.mul(1.0 - alpha).sub(_reduce(s, reduction), alpha=alpha)
 
 
-def _constant_targets(z: Tensor, target: Tensor, method: str | QPrime, alpha: float,
-                      temperature: float, boltzmann_scale: str) -> Tensor:
-    """q = (1 - alpha) y + alpha q' from detached logits, with as few operations as possible
-    (the same values as :func:`smooth_targets`; tests hold the two together)."""
-    t1 = target.unsqueeze(1)
-    n, k = z.shape
-    if method == "standard":  # eq. (5)
-        return torch.full_like(z, alpha / (k - 1)).scatter_(1, t1, 1.0 - alpha)
-    if method in ("adversarial", "second_best"):  # eqs. (4) and (7), ties split equally
-        src = z if method == "adversarial" else z.scatter(1, t1, float("-inf"))
-        ext = src.amin(dim=1, keepdim=True) if method == "adversarial" else src.amax(
-            dim=1, keepdim=True)
-        hit = (src == ext).to(z.dtype)
-        q = hit.mul_(alpha / hit.sum(dim=1, keepdim=True))
-        if method == "second_best":  # q'_y = 0
-            return q.scatter_(1, t1, 1.0 - alpha)
-        return q.scatter_add_(1, t1, torch.full((n, 1), 1.0 - alpha, dtype=z.dtype,
-                                                device=z.device))
-    qp = _qprime(z, target, method, temperature, boltzmann_scale, True)
-    if method == "boltzmann":  # a fresh tensor with q'_y = 0 exactly
-        return qp.mul_(alpha).scatter_(1, t1, 1.0 - alpha)
-    return (qp * alpha).scatter_add_(1, t1, torch.full((n, 1), 1.0 - alpha, dtype=z.dtype,
-                                                       device=z.device))
+def _targets(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
+             boltzmann_scale: str, detach: bool) -> Tensor:
+    """q = (1 - alpha) y + alpha q' of eq. (1), shape (N, K); the body of :func:`smooth_targets`."""
+    q = _qprime(z, target, method, temperature, boltzmann_scale, detach) * alpha
+    ones = torch.full((z.shape[0], 1), 1.0 - alpha, dtype=q.dtype, device=q.device)
+    return q.scatter_add(1, target.unsqueeze(1), ones)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,10 +238,7 @@ def smooth_targets(logits: Tensor, target: Tensor, method: str | QPrime, alpha: 
     m = _resolve_method(method)
     temperature = _check_scalars(alpha, temperature, boltzmann_scale)
     z, target = _prepare(logits, target)
-    alpha = float(alpha)
-    q = _qprime(z, target, m, temperature, boltzmann_scale, detach) * alpha
-    ones = torch.full((z.shape[0], 1), 1.0 - alpha, dtype=q.dtype, device=q.device)
-    return q.scatter_add(1, target.unsqueeze(1), ones)
+    return _targets(z, target, m, float(alpha), temperature, boltzmann_scale, detach)
 
 
 def logit_penalty(logits: Tensor, target: Tensor, method: str | QPrime, temperature: float = 1.0,
