@@ -96,3 +96,98 @@ def test_normalize_rejects_flat_input_and_follows_dtype():
         Normalize(0.5, 0.5)(torch.rand(2, 784))
     model = build_model("lenet-mnist").double().eval()
     assert model(torch.rand(2, 1, 28, 28, dtype=torch.float64)).dtype == torch.float64
+
+
+# --- LeNetMNIST's CPU path (im2col first convolution, channels-last after it) ---------------
+
+
+def _reference_lenet(model: LeNetMNIST, x: torch.Tensor) -> torch.Tensor:
+    """The same network through plain nn modules (oneDNN convolution, contiguous layout)."""
+    return model.classifier(model.features(model.normalize(x)).flatten(1))
+
+
+def _mnist_like(n: int, dtype=torch.float32) -> torch.Tensor:
+    """Images with a black background (exact ties inside the pooling windows) and a bright blob."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(n, 1, 28, 28, dtype=dtype)
+    x[:, :, 8:20, 6:22] = torch.rand(n, 1, 12, 16, generator=g, dtype=dtype)
+    x[: n // 2, :, 10:14, 10:14] = 1.0  # exact ties at the top of the range too
+    return x
+
+
+def test_lenet_mnist_cpu_path_is_taken_where_it_applies():
+    from lslib.models import _im2col_applies
+
+    assert _im2col_applies(torch.rand(2, 1, 28, 28))
+    assert _im2col_applies(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+    assert not _im2col_applies(torch.rand(2, 1, 28, 28).half())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _im2col_applies(torch.rand(2, 1, 28, 28))
+
+
+def test_im2col_conv_refuses_layers_it_does_not_compute():
+    from lslib.models import _im2col_conv
+
+    with pytest.raises(ValueError, match="one input channel"):
+        _im2col_conv(nn.Conv2d(3, 6, 5), torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="one input channel"):
+        _im2col_conv(nn.Conv2d(1, 6, 5, padding=2), torch.rand(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_lenet_mnist_cpu_path_equals_the_plain_network_in_value_and_input_gradient(dtype, tol):
+    torch.manual_seed(0)
+    model = LeNetMNIST().to(dtype).eval()
+    x = _mnist_like(64, dtype)
+    y = torch.randint(0, 10, (64,))
+    grads, outs = [], []
+    for forward in (model, lambda z: _reference_lenet(model, z)):
+        xg = x.clone().requires_grad_(True)
+        out = forward(xg)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(out, y), xg)
+        grads.append(g)
+        outs.append(out.detach())
+    scale = float(grads[1].abs().max())
+    assert scale > 0
+    torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
+    # the max-pooling routes every gradient to the same pixel (ties included): same gradient
+    torch.testing.assert_close(grads[0], grads[1], atol=tol * scale, rtol=tol)
+    assert torch.equal(grads[0] == 0, grads[1] == 0)
+
+
+def test_lenet_mnist_cpu_path_trains_as_the_plain_network():
+    """Train mode (both dropouts draw the same masks from the same seed): same loss, same
+    parameter gradients, and two optimiser steps land on the same weights."""
+    x, y = _mnist_like(32, torch.float64), torch.randint(0, 10, (32,))
+    models = []
+    for forward in ("model", "reference"):
+        torch.manual_seed(1)
+        model = LeNetMNIST().double().train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for step in range(2):
+            torch.manual_seed(100 + step)
+            out = model(x) if forward == "model" else _reference_lenet(model, x)
+            opt.zero_grad()
+            nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+        models.append(model)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_lenet_mnist_cpu_path_has_a_second_derivative():
+    """Input-gradient penalties differentiate twice (d/dW of ||d loss/dx||^2): ATen's own double
+    backward is kept, and gives what the plain network gives."""
+    torch.manual_seed(0)
+    model = LeNetMNIST().double().eval()
+    x = _mnist_like(4, torch.float64)
+    weight = model.features[0].weight
+    penalties = []
+    for forward in (model, lambda z: _reference_lenet(model, z)):
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(forward(xg)[:, 3].sum(), xg, create_graph=True)
+        (gw,) = torch.autograd.grad(g.square().sum(), weight)
+        penalties.append(gw)
+    assert float(penalties[1].abs().max()) > 0
+    torch.testing.assert_close(penalties[0], penalties[1], atol=1e-12, rtol=1e-10)
