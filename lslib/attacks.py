@@ -327,7 +327,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
 
 def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float | None = None,
         steps: int = 10, random_start: bool = False, restarts: int = 1,
-        loss: AttackLoss = "ce", generator: torch.Generator | None = None) -> AttackResult:
+        loss: AttackLoss = "ce", generator: torch.Generator | None = None,
+        early_stop: bool = False) -> AttackResult:
     """Basic iterative method (Kurakin et al. 2017); with ``random_start`` it is L-inf PGD.
 
     ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``, so that the
@@ -337,6 +338,11 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
     adversarial iterate is returned, so the attack is never weaker than plain BIM. ``restarts``
     > 1 (needs ``random_start``) re-attacks, from a new random start, only the samples not yet
     fooled. ``generator`` (on the model's device) makes the random starts reproducible.
+
+    ``early_stop``: a sample leaves the batch at the first iterate that fools the model, and
+    that iterate is returned. Which samples succeed is the same as without it (a sample counts
+    as fooled when any iterate fooled it), so robust accuracy is unchanged while the steps on
+    fooled samples are saved; only the returned point of a fooled sample differs.
     """
     eps = check_nonnegative("eps", eps)
     steps = check_int_at_least("steps", steps, 1)
@@ -359,25 +365,11 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
                               else (xc[idx], yc[idx], lo_all[idx], hi_all[idx]))
             if random_start:
                 noise = torch.empty_like(xs).uniform_(-eps, eps, generator=generator)
-                adv = torch.clamp(xs + noise, lo, hi)
+                start = torch.clamp(xs + noise, lo, hi)
             else:
-                adv = xs
-            found = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
-            first_hit = adv  # rows valid where found
-            for t in range(steps):
-                grad, logits = _loss_and_grad(model, adv, ys, loss_fn,
-                                              check=(restart == 0 and t == 0))
-                hit = logits.argmax(1) != ys  # was the iterate just differentiated adversarial?
-                new = hit & ~found
-                if bool(new.any()):
-                    first_hit = torch.where(_rows(new, adv.ndim), adv, first_hit)
-                    found |= new
-                adv = torch.clamp(torch.add(adv, grad.sign(), alpha=step_size), lo, hi)
-            with torch.no_grad():
-                last_hit = model(adv).argmax(1) != ys
-            take_first = found & ~last_hit
-            rows = torch.where(_rows(take_first, adv.ndim), first_hit, adv)
-            ok = last_hit | found
+                start = xs
+            run = _bim_early_stop if early_stop else _bim_run
+            rows, ok = run(model, start, ys, lo, hi, steps, step_size, loss_fn, restart == 0)
             if idx is None:
                 final, success = rows, ok
             else:
@@ -388,17 +380,63 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
                 break
             idx = remaining
         # a single full-batch run evaluated success on the returned rows in batches of the same
-        # size: exact. Restarts evaluated sub-batches: re-evaluate the returned tensor once.
-        exact = restarts == 1 and x.dtype == xc.dtype
+        # size: exact. Restarts or early stops evaluated sub-batches: re-evaluate once.
+        exact = restarts == 1 and not early_stop and x.dtype == xc.dtype
         return _finish(model, x, final, yc, "linf", False, success if exact else None, eps=eps)
+
+
+def _bim_run(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor, steps: int,
+             step_size: float, loss_fn: Callable[[Tensor, Tensor], Tensor],
+             check: bool) -> tuple[Tensor, Tensor]:
+    """One BIM run from ``adv`` over the whole batch: (returned rows, success)."""
+    found = torch.zeros(adv.shape[0], dtype=torch.bool, device=adv.device)
+    first_hit = adv  # rows valid where found
+    for t in range(steps):
+        grad, logits = _loss_and_grad(model, adv, ys, loss_fn, check=check and t == 0)
+        hit = logits.argmax(1) != ys  # was the iterate just differentiated adversarial?
+        new = hit & ~found
+        if bool(new.any()):
+            first_hit = torch.where(_rows(new, adv.ndim), adv, first_hit)
+            found |= new
+        adv = torch.clamp(torch.add(adv, grad.sign(), alpha=step_size), lo, hi)
+    with torch.no_grad():
+        last_hit = model(adv).argmax(1) != ys
+    rows = torch.where(_rows(found & ~last_hit, adv.ndim), first_hit, adv)
+    return rows, last_hit | found
+
+
+def _bim_early_stop(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor,
+                    steps: int, step_size: float, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                    check: bool) -> tuple[Tensor, Tensor]:
+    """:func:`_bim_run` where a sample leaves at its first adversarial iterate."""
+    rows = adv.clone()
+    ok = torch.zeros(adv.shape[0], dtype=torch.bool, device=adv.device)
+    active = torch.arange(adv.shape[0], device=adv.device)
+    for t in range(steps):
+        grad, logits = _loss_and_grad(model, adv, ys, loss_fn, check=check and t == 0)
+        hit = logits.argmax(1) != ys
+        if bool(hit.any()):
+            rows[active[hit]] = adv[hit]
+            ok[active[hit]] = True
+            keep = ~hit
+            active, adv, grad, ys, lo, hi = (active[keep], adv[keep], grad[keep], ys[keep],
+                                             lo[keep], hi[keep])
+            if active.numel() == 0:
+                return rows, ok
+        adv = torch.clamp(torch.add(adv, grad.sign(), alpha=step_size), lo, hi)
+    with torch.no_grad():
+        last_hit = model(adv).argmax(1) != ys
+    rows[active] = adv
+    ok[active] = last_hit
+    return rows, ok
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float | None = None,
         steps: int = 40, restarts: int = 1, loss: AttackLoss = "ce",
-        generator: torch.Generator | None = None) -> AttackResult:
+        generator: torch.Generator | None = None, early_stop: bool = False) -> AttackResult:
     """L-inf projected gradient descent (Madry et al. 2018): :func:`bim` with a random start."""
     return bim(model, x, y, eps, step_size=step_size, steps=steps, random_start=True,
-               restarts=restarts, loss=loss, generator=generator)
+               restarts=restarts, loss=loss, generator=generator, early_stop=early_stop)
 
 
 # --------------------------------------------------------------------------------------------

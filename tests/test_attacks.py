@@ -346,6 +346,63 @@ def test_bim_keeps_an_adversarial_iterate():
         assert bool((res.success >= partial.success).all())
 
 
+class _CountingModel(nn.Module):
+    """Counts the sample-forwards (the sum of the batch sizes the model saw)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, x):
+        self.seen += x.shape[0]
+        return self.model(x)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("random_start,restarts", [(False, 1), (True, 1), (True, 3)])
+@pytest.mark.parametrize("loss", ["ce", "margin", "smoothed"])
+def test_bim_early_stop_fools_the_same_samples_with_fewer_passes(seed, random_start, restarts,
+                                                                 loss):
+    model = _small_mlp(seed=seed).double().eval()
+    g = torch.Generator().manual_seed(10 + seed)
+    x = torch.rand(96, 9, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (96,), generator=g)
+    fn = (SmoothCrossEntropyLoss("adversarial", alpha=0.3, reduction="none")
+          if loss == "smoothed" else loss)
+    for eps in (0.02, 0.1, 0.3):
+        runs = {}
+        for early in (False, True):
+            counted = _CountingModel(model)
+            res = A.bim(counted, x, y, eps, steps=8, random_start=random_start,
+                        restarts=restarts, loss=fn, early_stop=early,
+                        generator=torch.Generator().manual_seed(5))
+            runs[early] = (res, counted.seen)
+        (plain, plain_passes), (early, early_passes) = runs[False], runs[True]
+        assert torch.equal(plain.success, early.success)
+        adv = early.adversarial
+        assert bool(((adv - x).abs() <= eps).all()) and bool(((adv >= 0) & (adv <= 1)).all())
+        with torch.no_grad():
+            assert torch.equal(model(adv).argmax(1) != y, early.success)
+        if bool(early.success.any()):
+            assert early_passes < plain_passes
+
+
+def test_bim_early_stop_returns_the_first_adversarial_iterate():
+    model = _small_mlp(seed=5).double().eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(64, 9, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (64,), generator=g)
+    early = A.bim(model, x, y, 0.2, steps=6, step_size=0.05, early_stop=True)
+    pending = torch.ones(64, dtype=torch.bool)
+    for steps in range(1, 7):  # BIM with t steps ends at iterate t; iterate 0 is x itself
+        it = A.bim(model, x, y, 0.2, steps=steps - 1, step_size=0.05).adversarial if steps > 1 \
+            else x
+        with torch.no_grad():
+            first = pending & (model(it).argmax(1) != y)
+        torch.testing.assert_close(early.adversarial[first], it[first])
+        pending &= ~first
+
+
 # ------------------------------------------------------------------------------------------
 # argument errors
 # ------------------------------------------------------------------------------------------
