@@ -33,6 +33,9 @@ steps x 10 Adam steps, lr 0.1, c0 = 1, kappa 0, no early abort; test slices are 
 first 2000 test images, as at the original's HEAD). What our functions cannot reproduce: the
 original DeepFool's bug that re-adds the cumulative perturbation each iteration, and its CW
 returning the last success instead of the smallest; batch size 1 versus batches changes nothing.
+In both protocols BIM stops attacking a point at the first iterate that fools the model
+(``early_stop``): a point counts as fooled when any iterate fooled it, with or without the stop,
+so the accuracies are the same and only the steps on fooled points are saved.
 
 ``strong`` is what a robustness claim should be checked with: true-label cross-entropy, PGD (in
 the BIM rows) with a random start, 30 steps of 2.5 eps / 30 (Madry et al.'s ratio) and 2 restarts
@@ -250,14 +253,14 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "paper": Protocol(
         "paper", smoothed_loss=True,
-        bim=dict(steps=10, step_frac=0.1, random_start=False, restarts=1),
+        bim=dict(steps=10, step_frac=0.1, random_start=False, restarts=1, early_stop=True),
         deepfool=dict(steps=10, overshoot=0.0, candidates=10), deepfool_on_softmax=True,
         cw=dict(binary_search_steps=5, steps=10, lr=0.1, initial_const=1.0, kappa=0.0,
                 abort_early=False),
     ),
     "strong": Protocol(
         "strong", smoothed_loss=False,
-        bim=dict(steps=30, step_frac=2.5 / 30, random_start=True, restarts=2),
+        bim=dict(steps=30, step_frac=2.5 / 30, random_start=True, restarts=2, early_stop=True),
         deepfool=dict(steps=50, overshoot=0.02, candidates=10),
         cw=dict(binary_search_steps=4, steps=100, lr=0.1, initial_const=1.0, kappa=0.0,
                 abort_early=True),
@@ -650,6 +653,34 @@ def _remove_stale_temporaries(out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_CLAIM_POLL_SECONDS = 2.0
+
+
+def _claim(path: Path) -> bool:
+    """Take ``path`` (a model's claim: the pid of the worker training it) for this process.
+    False while another live process holds it; a dead holder's claim is taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_name(".claims.lock")):
+        if path.exists():
+            try:
+                pid = int(path.read_text())
+            except ValueError:
+                pid = -1
+            if pid != os.getpid() and pid > 0 and _pid_alive(pid):
+                return False
+        path.write_text(str(os.getpid()))
+        return True
+
+
+def _release(path: Path) -> None:
+    with _locked(path.with_name(".claims.lock")):
+        try:
+            if int(path.read_text()) == os.getpid():
+                path.unlink()
+        except (FileNotFoundError, ValueError):
+            pass
+
+
 def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
     """A row's protocol, its model's training config and the hash of every setting."""
     protocol = sweep.protocol(row.protocol)
@@ -690,8 +721,11 @@ def run_sweep(
     Rows already in the journal with the same settings are skipped, so a killed run resumes.
     The journal is re-read before each row, so two processes may work on the same ``out`` at
     once (start the second with ``reverse=True``: it takes the rows from the other end, and they
-    meet in the middle; models are shared through the cache). ``max_rows`` stops after computing
-    that many new rows (for tests). Returns the table as read back from ``out``.
+    meet in the middle; models are shared through the cache). A worker trains a model under a
+    claim (``<cache>/<key>.claim``, its pid): the other defers that model's rows to the end and
+    then waits for the model instead of training it twice (a dead holder's claim is taken
+    over). ``max_rows`` stops after computing that many new rows (for tests). Returns the table
+    as read back from ``out``.
     """
     from tqdm.auto import tqdm
 
@@ -728,25 +762,37 @@ def run_sweep(
     model_cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
     test_cache: dict[tuple[str, str], TensorData] = {}
     computed = 0
-    bar = tqdm(rows[::-1] if reverse else rows, desc="sweep", disable=not progress, unit="row")
-    for row in bar:
-        setup = SETUPS[row.setup]
-        protocol, config, settings = _plan(row, sweep)
-        if done.get(row.key) == settings:
-            continue
-        done = finished()  # another process may have done it
-        if done.get(row.key) == settings:
-            continue
-        if max_rows is not None and computed >= max_rows:
-            break
-        bar.set_postfix_str(row.key)
-        if config.key() not in model_cache:
-            model_cache.clear()  # one model in memory at a time
-            if not (cache_path / f"{config.key()}.pt").exists():
+
+    def model_for(setup: SetUp, config: TrainConfig, wait: bool) -> bool:
+        """Put the row's model in ``model_cache``: from memory, the cache, or trained here under
+        a claim. False (when not ``wait``) while another live worker is training it."""
+        key = config.key()
+        if key in model_cache:
+            return True
+        path, claim = cache_path / f"{key}.pt", cache_path / f"{key}.claim"
+        while not path.exists() and not _claim(claim):
+            if not wait:
+                return False
+            time.sleep(_CLAIM_POLL_SECONDS)  # the other worker is training it: wait for it
+        try:
+            if not path.exists():
                 session["models_trained"] += 1
-            model_cache[config.key()] = train_or_load(
+            model_cache.clear()  # one model in memory at a time
+            model_cache[key] = train_or_load(
                 setup, config, cache=cache_path, device=device, data_root=data_root,
                 download=download, progress=progress, log=log)
+        finally:
+            _release(claim)
+        return True
+
+    def process(row: Row, wait: bool) -> bool:
+        """Compute and journal one row (True), unless its model is being trained elsewhere."""
+        nonlocal done, computed
+        setup = SETUPS[row.setup]
+        protocol, config, settings = _plan(row, sweep)
+        bar.set_postfix_str(row.key)
+        if not model_for(setup, config, wait):
+            return False
         model, record = model_cache[config.key()]
         if (setup.name, sweep.data_source) not in test_cache:
             test_cache[(setup.name, sweep.data_source)] = _load(
@@ -775,6 +821,27 @@ def run_sweep(
         if computed % 10 == 0:
             session["wall_seconds"] = time.perf_counter() - start
             save_meta()
+        return True
+
+    # first pass: every row whose model is free; rows whose model another worker is training
+    # wait for a second pass (so two cooperating workers never train the same model)
+    order = rows[::-1] if reverse else rows
+    bar = tqdm(total=len(order), desc="sweep", disable=not progress, unit="row")
+    for wait in (False, True):
+        deferred: list[Row] = []
+        for row in order:
+            if done.get(row.key) != _plan(row, sweep)[2]:
+                done = finished()  # another process may have done it
+            if done.get(row.key) == _plan(row, sweep)[2]:
+                bar.update()
+                continue
+            if max_rows is not None and computed >= max_rows:
+                break
+            if process(row, wait):
+                bar.update()
+            else:
+                deferred.append(row)
+        order = deferred
     bar.close()
     _refresh_table(out, journal)
     session["finished"] = _now()

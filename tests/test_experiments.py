@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def test_sweep_and_defence_validate_their_arguments():
 def test_protocols_are_the_papers_and_a_strong_one():
     paper, strong = PROTOCOLS["paper"], PROTOCOLS["strong"]
     assert paper.smoothed_loss and not strong.smoothed_loss
-    assert paper.bim == dict(steps=10, step_frac=0.1, random_start=False, restarts=1)
+    assert paper.bim == dict(steps=10, step_frac=0.1, random_start=False, restarts=1,
+                             early_stop=True)  # the stop changes no accuracy, only time
     assert paper.deepfool["steps"] == 10 and paper.deepfool["overshoot"] == 0
     assert paper.deepfool_on_softmax
     assert (paper.cw["binary_search_steps"], paper.cw["steps"], paper.cw["lr"],
@@ -232,3 +234,53 @@ def test_stale_temporaries_of_dead_workers_go_and_a_live_workers_stay(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_model_claims_belong_to_one_live_worker(tmp_path):
+    from lslib.experiments import _claim, _release
+
+    claim = tmp_path / "k.claim"
+    assert _claim(claim) and int(claim.read_text()) == os.getpid()
+    assert _claim(claim)  # this process already holds it
+    _release(claim)
+    assert not claim.exists()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        claim.write_text(str(live.pid))
+        assert not _claim(claim)  # a live worker is training that model
+        _release(claim)  # not ours: left alone
+        assert int(claim.read_text()) == live.pid
+        claim.write_text(str(dead.pid))
+        assert _claim(claim) and int(claim.read_text()) == os.getpid()  # taken over
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_rows_of_a_model_another_worker_is_training_wait_for_it(tmp_path, monkeypatch):
+    """The first model is claimed by a live process: its rows are deferred (the other model's
+    rows go first), and once the holder is gone its claim is taken over and the table completes."""
+    import lslib.experiments as ex
+
+    monkeypatch.setattr(ex, "_CLAIM_POLL_SECONDS", 0.1)
+    sweep = Sweep(**_TINY)
+    rows = sweep.rows()
+    first = ex._plan(rows[0], sweep)[1].key()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    threading.Thread(target=holder.wait, daemon=True).start()  # reap it: no zombie pid
+    (cache / f"{first}.claim").write_text(str(holder.pid))
+    try:
+        table = run_sweep(sweep, tmp_path / "r.csv", cache=cache, device="cpu", progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(table) == len(rows) and table["accuracy"].notna().all()
+    order = [e["row"]["model_key"] for e in read_journal(tmp_path / "r.csv.journal.jsonl")]
+    n_first = order.count(first)
+    assert 0 < n_first < len(order)
+    assert order[-n_first:] == [first] * n_first  # deferred to the end
+    assert not list(cache.glob("*.claim"))  # released
