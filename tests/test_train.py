@@ -128,3 +128,42 @@ def test_cuda_training_runs_under_autocast(cuda_device):
     model, result = _fit(_config(epochs=1), _blobs(128).to(cuda_device))
     assert next(model.parameters()).device.type == "cuda"
     assert torch.isfinite(torch.tensor(result.losses)).all()
+
+
+def test_the_optimiser_is_fused_adam_and_steps_as_the_default_adam():
+    import copy
+
+    from lslib.train import _adam
+
+    config = TrainConfig(model="mlp", dataset="mnist", lr=1e-2, weight_decay=1e-3)
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    reference = copy.deepcopy(model)
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = _adam(model, config)
+    assert opt.defaults["fused"] is True  # the CPU has a fused kernel (torch >= 2.4)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2, weight_decay=1e-3)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(a, s) for a, s in zip(model.parameters(), start, strict=True))
+
+
+def test_the_optimiser_falls_back_where_no_fused_kernel_exists(monkeypatch):
+    from lslib import train as T
+
+    real = torch.optim.Adam
+
+    def no_fused(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be ...")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    opt = T._adam(build_model("linear"), TrainConfig(model="linear", dataset="mnist"))
+    assert not opt.defaults.get("fused")
