@@ -118,11 +118,26 @@ def _mnist_like(n: int, dtype=torch.float32) -> torch.Tensor:
 def test_lenet_mnist_cpu_path_is_taken_where_it_applies():
     from lslib.models import _im2col_applies
 
-    assert _im2col_applies(torch.rand(2, 1, 28, 28))
-    assert _im2col_applies(torch.rand(2, 1, 28, 28, dtype=torch.float64))
-    assert not _im2col_applies(torch.rand(2, 1, 28, 28).half())
+    conv = nn.Conv2d(1, 10, 5)
+    assert _im2col_applies(torch.rand(2, 1, 28, 28), conv)
+    assert _im2col_applies(torch.rand(2, 1, 28, 28, dtype=torch.float64), conv)
+    assert not _im2col_applies(torch.rand(2, 1, 28, 28).half(), conv)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not _im2col_applies(torch.rand(2, 1, 28, 28))
+        assert not _im2col_applies(torch.rand(2, 1, 28, 28), conv)
+    with torch.no_grad():  # a forward alone: oneDNN
+        assert not _im2col_applies(torch.rand(2, 1, 28, 28), conv)
+    conv.requires_grad_(False)  # nothing to differentiate
+    assert not _im2col_applies(torch.rand(2, 1, 28, 28), conv)
+    assert _im2col_applies(torch.rand(2, 1, 28, 28).requires_grad_(), conv)
+
+
+def test_lenet_mnist_forward_alone_equals_the_differentiable_forward():
+    torch.manual_seed(0)
+    model = LeNetMNIST().eval()
+    x = _mnist_like(16)
+    with torch.no_grad():
+        alone = model(x)
+    torch.testing.assert_close(model(x.requires_grad_()).detach(), alone, atol=1e-5, rtol=1e-5)
 
 
 def test_im2col_conv_refuses_layers_it_does_not_compute():
