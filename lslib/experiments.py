@@ -830,9 +830,10 @@ def run_sweep(
     for wait in (False, True):
         deferred: list[Row] = []
         for row in order:
-            if done.get(row.key) != _plan(row, sweep)[2]:
+            settings = _plan(row, sweep)[2]
+            if done.get(row.key) != settings:
                 done = finished()  # another process may have done it
-            if done.get(row.key) == _plan(row, sweep)[2]:
+            if done.get(row.key) == settings:
                 bar.update()
                 continue
             if max_rows is not None and computed >= max_rows:

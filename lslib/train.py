@@ -10,11 +10,10 @@ The original code used plain SGD (no momentum) at learning rate 1e-4, batch 100,
 starting the MNIST LeNet from a pretrained checkpoint. That is far too slow for a CPU reproduction.
 We use **Adam, one-cycle learning-rate schedule** (peak ``lr``, 15 % warm-up, cosine decay to ~0,
 :class:`torch.optim.lr_scheduler.OneCycleLR`; Adam's fused kernel where torch has one), no weight
-decay, from scratch. The decay to zero is
-what lets a handful of epochs reach the paper's standard accuracies (Table 6: MNIST MLP ~0.98,
-LeNet ~0.99); a constant Adam rate plateaus about half a point lower after the same epochs. The
-per-set-up values (epochs, batch size, peak rate) live in :data:`lslib.experiments.SETUPS`, and
-``results/README.md`` gives the accuracies they reach.
+decay, from scratch. The decay to zero is what lets a handful of epochs reach the paper's standard
+accuracies (Table 6: MNIST MLP ~0.98, LeNet ~0.99); a constant Adam rate plateaus about half a
+point lower after the same epochs. The per-set-up values (epochs, batch size, peak rate) live in
+:data:`lslib.experiments.SETUPS`, and ``results/README.md`` gives the accuracies they reach.
 
 Adversarial training (the paper's baseline)
 -------------------------------------------
