@@ -131,8 +131,8 @@ def _im2col_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     The same function with the same autograd (its backward is ATen's own, double backward
     included); only the kernel differs. Why: for a single input channel, oneDNN's backward to
     the input (what every attack step needs) is several times slower than im2col's on the
-    project's CPU (37 ms against 6 ms for 500 MNIST images, one thread), and the max-pooling
-    that follows runs about 3x faster on channels-last data, which the caller then hands on.
+    project's CPU, and the max-pooling that follows runs faster on channels-last data, which
+    the caller then hands on.
     ``python bench/bench_models.py --clock cpu`` times the whole model both ways: an attack step
     1.41x (batch 500) and 1.53x (batch 1000) faster, a training step 1.31x (batch 128).
     oneDNN stays faster for more input channels (LeNetCIFAR's 3), so only LeNetMNIST uses
