@@ -50,6 +50,7 @@ from lslib._checks import (
     check_nonnegative,
     check_positive,
 )
+from lslib.losses import cross_entropy
 
 __all__ = [
     "AttackResult",
@@ -191,7 +192,7 @@ def _resolve_loss(loss: AttackLoss) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def _ce_loss(logits: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+    return cross_entropy(logits, y, reduction="none")
 
 
 def _margin_loss(logits: Tensor, y: Tensor) -> Tensor:

@@ -58,6 +58,8 @@ from lslib._checks import (
 
 __all__ = [
     "METHODS",
+    "cross_entropy",
+    "log_softmax",
     "ALIASES",
     "QPrime",
     "smooth_targets",
@@ -149,8 +151,8 @@ def _qprime(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
         hit = (masked == masked.amax(dim=1, keepdim=True)).to(z.dtype)
         return hit / hit.sum(dim=1, keepdim=True)
     # boltzmann: soft-min over the wrong classes, on logits (eq. 6) or probabilities (the code)
-    energy = src if boltzmann_scale == "logits" else src.softmax(dim=1)
-    return (energy / -temperature).scatter(1, t1, float("-inf")).softmax(dim=1)
+    energy = src if boltzmann_scale == "logits" else _softmax(src)
+    return _softmax((energy / -temperature).scatter(1, t1, float("-inf")))
 
 
 def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
@@ -173,23 +175,69 @@ def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float
     return zy - (q * z).sum(dim=1)
 
 
+def log_softmax(logits: Tensor) -> Tensor:
+    """``log_softmax`` over the classes (dim 1) of (N, K) logits, fast on the CPU too.
+
+    The same function as ``torch.log_softmax(logits, 1)``. On the CPU it runs over dim 0 of the
+    transposed view: ATen's CPU kernel for the last dimension pays a fixed cost per row that
+    dominates for a handful of classes, while the other kernel vectorises over the rows
+    (``python bench/bench_losses.py`` times both). Values and gradients can differ from the
+    last-dimension kernel's in the last bit (the sums run in another order). On other devices
+    it is ``torch.log_softmax(logits, 1)``."""
+    if logits.device.type == "cpu":
+        return torch.log_softmax(logits.t(), 0).t()
+    return torch.log_softmax(logits, 1)
+
+
+def _softmax(x: Tensor) -> Tensor:
+    """``torch.softmax(x, 1)`` of (N, K) scores; on the CPU over the transposed view, for the
+    reason given in :func:`log_softmax`."""
+    if x.device.type == "cpu":
+        return torch.softmax(x.t(), 0).t()
+    return torch.softmax(x, 1)
+
+
+def cross_entropy(logits: Tensor, target: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Plain cross-entropy of (N, K) logits against integer labels (N,), i.e.
+    ``F.cross_entropy(logits, target, reduction=reduction)`` computed through
+    :func:`log_softmax` (faster on the CPU). Unchecked: the callers validate."""
+    return F.nll_loss(log_softmax(logits), target, reduction=reduction)
+
+
+def _soft_cross_entropy(z: Tensor, q: Tensor, reduction: str) -> Tensor:
+    """``-q^T log_softmax(z)`` per sample, reduced, for targets ``q`` (N, K) without a graph.
+
+    The gradient is ``softmax(z) - q`` per sample (scaled by the reduction): q's rows sum to 1.
+    For "mean" and "sum" the whole batch is one dot product, with q scaled (and laid out like
+    the log-probabilities) before it, outside the graph: fewer recorded operations than a
+    product, a sum and a mean, which is what a small model's training step pays for."""
+    lp = log_softmax(z)
+    if reduction == "none" or z.shape[0] == 0:  # (an empty mean is NaN, as in torch)
+        return _reduce((lp * q).sum(dim=1).neg(), reduction)
+    scale = -1.0 / z.shape[0] if reduction == "mean" else -1.0
+    if not lp.is_contiguous():  # the CPU path: lp is the transposed view of (K, N) memory
+        lp, q = lp.t(), q.t().contiguous()  # lay q out alike
+    with torch.no_grad():
+        w = q.mul(scale)
+    return torch.dot(lp.reshape(-1), w.view(-1))
+
+
 def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
                reduction: str, detach: bool, boltzmann_scale: str) -> Tensor:
     """Validated inputs. ``-q^T log_softmax(z)`` with q of eq. (1).
 
     With q held constant (detached targets, the default; and always for SLS, ALS and SBLS, whose
-    q' is piecewise constant in z) q is built without recording a graph and handed to
-    ``F.cross_entropy`` as probability targets: one fused loss whose gradient is
-    ``softmax(z) - q`` (ties split equally, as q is built), twice differentiable, and only a few
-    per cent dearer than plain cross-entropy on small models, where per-operation overhead
-    dominates. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
+    q' is piecewise constant in z) q is built without recording a graph and the loss is
+    :func:`_soft_cross_entropy`: gradient ``softmax(z) - q`` (ties split equally, as q is
+    built), twice differentiable, and cheap: on small models per-operation overhead dominates a
+    step. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
     if alpha == 0.0:
-        return F.cross_entropy(z, target, reduction=reduction)
+        return cross_entropy(z, target, reduction)
     if detach or method in ("standard", "adversarial", "second_best"):
         with torch.no_grad():
             q = _targets(z, target, method, alpha, temperature, boltzmann_scale, True)
-        return F.cross_entropy(z, q, reduction=reduction)
-    lp = z.log_softmax(dim=1)
+        return _soft_cross_entropy(z, q, reduction)
+    lp = log_softmax(z)
     nll = F.nll_loss(lp, target, reduction=reduction)
     q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
     s = (q * lp).sum(dim=1)
@@ -198,10 +246,18 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
 
 def _targets(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
              boltzmann_scale: str, detach: bool) -> Tensor:
-    """q = (1 - alpha) y + alpha q' of eq. (1), shape (N, K); the body of :func:`smooth_targets`."""
-    q = _qprime(z, target, method, temperature, boltzmann_scale, detach) * alpha
-    ones = torch.full((z.shape[0], 1), 1.0 - alpha, dtype=q.dtype, device=q.device)
-    return q.scatter_add(1, target.unsqueeze(1), ones)
+    """q = (1 - alpha) y + alpha q' of eq. (1), shape (N, K); the body of :func:`smooth_targets`.
+
+    Few operations (it runs at every training step): SLS is built directly, and a q' built
+    here and outside any graph is scaled and shifted in place."""
+    t1 = target.unsqueeze(1)
+    if method == "standard":
+        return torch.full_like(z, alpha / (z.shape[1] - 1)).scatter_(1, t1, 1.0 - alpha)
+    q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
+    if callable(method) or q.requires_grad:  # the caller's tensor, or part of a graph
+        ones = torch.full((z.shape[0], 1), 1.0 - alpha, dtype=q.dtype, device=q.device)
+        return (q * alpha).scatter_add(1, t1, ones)
+    return q.mul_(alpha).scatter_(1, t1, 1.0 - alpha, reduce="add")
 
 
 # --------------------------------------------------------------------------------------------

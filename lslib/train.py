@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 #: Bump when a change to this module changes what a given config trains (it invalidates caches).
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = 2
 
 _METHOD_ALIASES = {
     "SLS": "standard", "ALS": "adversarial", "BLS": "boltzmann", "SBLS": "second_best",

@@ -16,6 +16,8 @@ from scipy.optimize import linprog
 from lslib.losses import (
     METHODS,
     SmoothCrossEntropyLoss,
+    cross_entropy,
+    log_softmax,
     logit_penalty,
     smooth_cross_entropy,
     smooth_targets,
@@ -371,6 +373,47 @@ def test_alpha_zero_is_cross_entropy_and_aliases_agree():
                         ("SBLS", "second_best"), ("Adversarial", "adversarial")]:
         torch.testing.assert_close(smooth_cross_entropy(z, y, alias, 0.2),
                                    smooth_cross_entropy(z, y, full, 0.2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("n,k", [(1, 2), (7, 2), (128, 10), (33, 1000), (3, 1)])
+def test_log_softmax_and_cross_entropy_equal_torch(n, k, dtype):
+    """The CPU path (over the transposed view) is torch's log_softmax over the classes, in value
+    and gradient, and cross_entropy is F.cross_entropy, for every reduction."""
+    g = torch.Generator().manual_seed(n * 1000 + k)
+    z = (torch.randn(n, k, generator=g, dtype=dtype) * 20).requires_grad_()
+    y = torch.randint(0, k, (n,), generator=g)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == F64 else dict(rtol=1e-5, atol=1e-5)
+    w = torch.randn(n, k, generator=g, dtype=dtype)
+    ours, = torch.autograd.grad((log_softmax(z) * w).sum(), z)
+    truth, = torch.autograd.grad((torch.log_softmax(z, 1) * w).sum(), z)
+    torch.testing.assert_close(log_softmax(z), torch.log_softmax(z, 1), **tol)
+    torch.testing.assert_close(ours, truth, **tol)
+    for reduction in ("mean", "sum", "none"):
+        a = cross_entropy(z, y, reduction)
+        b = F.cross_entropy(z, y, reduction=reduction)
+        torch.testing.assert_close(a, b, **tol)
+        torch.testing.assert_close(torch.autograd.grad(a.sum(), z)[0],
+                                   torch.autograd.grad(b.sum(), z)[0], **tol)
+    # a non-contiguous input (a column slice) is handled too
+    wide = torch.randn(n, 2 * k, generator=g, dtype=dtype)[:, ::2]
+    torch.testing.assert_close(log_softmax(wide), torch.log_softmax(wide, 1), **tol)
+
+
+def test_log_softmax_twice_differentiable():
+    z, _ = _data(n=5, k=4, seed=21)
+    z.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: log_softmax(t), (z,))
+
+
+def test_callable_qprime_output_is_not_modified():
+    """The loss scales and shifts a q' it built itself in place; a callable's q' belongs to the
+    caller and is left as it was."""
+    z, y = _data(n=6, k=4, seed=22)
+    fixed = torch.full((6, 4), 0.25, dtype=F64)
+    smooth_cross_entropy(z, y, lambda logits, target: fixed, 0.3)
+    smooth_targets(z, y, lambda logits, target: fixed, 0.3)
+    assert torch.equal(fixed, torch.full((6, 4), 0.25, dtype=F64))
 
 
 # ------------------------------------------------------------------------------------------------
