@@ -10,6 +10,9 @@ Conventions shared by every attack:
   are taken with :func:`torch.autograd.grad` with respect to the input only, so no parameter
   gradient is even computed), and not the train/eval mode of any submodule: the attack runs the
   model in eval mode and restores every submodule's own flag afterwards.
+- On the CPU a large batch is attacked in chunks (:func:`chunk_size`, :data:`CPU_CHUNK_BYTES`)
+  when the model's activations are large: the result is what attacking each chunk on its own
+  returns (for CW, whose early abort watches a run's total loss, that total is the chunk's).
 - ``success`` is exactly ``model(adversarial).argmax(1) != y`` (evaluated on the returned tensor),
   so a point the model already misclassifies counts as a success with a zero perturbation: in
   :func:`robust_accuracy` it is a failure of the model, as in the paper.
@@ -32,6 +35,7 @@ accuracy-versus-L2-budget curve.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +67,8 @@ __all__ = [
     "carlini_wagner_l2",
     "robust_accuracy",
     "ATTACKS",
+    "CPU_CHUNK_BYTES",
+    "chunk_size",
 ]
 
 AttackLoss = Literal["ce", "margin"] | Callable[[Tensor, Tensor], Tensor]
@@ -302,11 +308,81 @@ def _empty_result(x: Tensor, norm_type: NormType, minimal: bool) -> AttackResult
                         torch.zeros(0, dtype=x.dtype, device=x.device), norm_type, minimal)
 
 
+#: On the CPU a batch is attacked in chunks sized so that the model's largest activation (the
+#: largest output of any of its modules) stays under this many bytes per chunk. Why: glibc's
+#: malloc hands a freed buffer of more than a few MB back to the kernel, which maps and zeroes
+#: fresh pages for it at the next pass; below that size memory is reused. On the MNIST LeNet a
+#: forward+backward of 1000 images takes 1.4x as long in one batch as in chunks of 250 (page
+#: faults: ``python bench/bench_attacks.py`` times the bare passes both ways). Models whose
+#: activations are small (the MLP) are not chunked. Set to 0 to switch chunking off.
+CPU_CHUNK_BYTES = 3 * 2**20
+_MIN_CHUNK = 32
+
+
+def _largest_activation_bytes(model: nn.Module, x1: Tensor) -> int:
+    """Bytes per sample of the largest tensor any module of ``model`` outputs, from one forward
+    of the single sample ``x1`` (no graph, eval mode)."""
+    largest = 0
+
+    def hook(module: nn.Module, inputs: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, Tensor) and output.ndim:
+            per_sample = output.numel() // max(output.shape[0], 1)
+            largest = max(largest, per_sample * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad(), _eval_mode(model):
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
+
+
+def chunk_size(model: nn.Module, x: Tensor) -> int:
+    """How many samples of ``x`` the attacks take at a time on ``model``: all of them unless the
+    model runs on the CPU and its largest activation for the whole batch would exceed
+    :data:`CPU_CHUNK_BYTES` (then at least 32). Each chunk is attacked as a call of its own."""
+    n = x.shape[0]
+    device, dtype = _compute_device_dtype(model, x)
+    if device.type != "cpu" or CPU_CHUNK_BYTES <= 0 or n <= _MIN_CHUNK:
+        return n
+    per_sample = _largest_activation_bytes(model, x[:1].detach().to(device=device, dtype=dtype))
+    return min(n, max(_MIN_CHUNK, CPU_CHUNK_BYTES // max(per_sample, 1)))
+
+
+def _in_chunks(attack: Callable[..., AttackResult]) -> Callable[..., AttackResult]:
+    """Runs ``attack(model, x, y, ...)`` on chunks of :func:`chunk_size` samples and joins the
+    results (the same as calling it on each chunk). Arguments are checked first."""
+
+    @functools.wraps(attack)
+    def run(model: nn.Module, x: Tensor, y: Tensor, *args: object, **kwargs: object
+            ) -> AttackResult:
+        _check_model(model)
+        _check_x(x)
+        _check_y_shape(y, x.shape[0])
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("attacks need autograd: call them outside torch.inference_mode()")
+        size = chunk_size(model, x)
+        if size >= x.shape[0]:
+            return attack(model, x, y, *args, **kwargs)
+        parts = [attack(model, x[i : i + size], y[i : i + size], *args, **kwargs)
+                 for i in range(0, x.shape[0], size)]
+        return AttackResult(torch.cat([p.adversarial for p in parts]),
+                            torch.cat([p.success for p in parts]),
+                            torch.cat([p.norms for p in parts]),
+                            parts[0].norm_type, parts[0].minimal_norm)
+
+    return run
+
+
 # --------------------------------------------------------------------------------------------
 # L-inf: FGSM, BIM, PGD
 # --------------------------------------------------------------------------------------------
 
 
+@_in_chunks
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
          loss: AttackLoss = "ce") -> AttackResult:
     """Fast gradient sign method (Goodfellow et al. 2015): ``clip(x + eps * sign(grad loss))``.
@@ -326,6 +402,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
         return _finish(model, x, adv, yc, "linf", False)
 
 
+@_in_chunks
 def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float | None = None,
         steps: int = 10, random_start: bool = False, restarts: int = 1,
         loss: AttackLoss = "ce", generator: torch.Generator | None = None,
@@ -448,6 +525,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
 _DF_PUSH = 1e-4  # added to each step's distance, as in the authors' reference code
 
 
+@_in_chunks
 def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, overshoot: float = 0.02,
              candidates: int = 10) -> AttackResult:
     """DeepFool, L2, untargeted (Moosavi-Dezfooli et al. 2016), batched over samples and classes.
@@ -557,6 +635,7 @@ def _from_tanh_space(w: Tensor) -> Tensor:
     return (torch.tanh(w) + 1.0) * 0.5
 
 
+@_in_chunks
 def carlini_wagner_l2(model: nn.Module, x: Tensor, y: Tensor, *, binary_search_steps: int = 9,
                       steps: int = 1000, lr: float = 0.01, initial_const: float = 1e-3,
                       kappa: float = 0.0, abort_early: bool = True) -> AttackResult:
