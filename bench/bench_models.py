@@ -1,12 +1,15 @@
 """LeNetMNIST on the CPU: its im2col first layer against the plain nn modules (oneDNN).
 
-``LeNetMNIST.forward`` computes its first convolution (one input channel) with ATen's im2col
-kernel on the CPU and passes channels-last data on (``lslib.models._im2col_conv``). This script
-times the same network both ways, INTERLEAVED in one run (every round visits both in a fresh
-random order), on the two kinds of step the project runs:
+``LeNetMNIST.forward`` on the CPU computes its first convolution (one input channel) with ATen's
+im2col kernel where a backward can follow (``lslib.models._im2col_conv``), and passes
+channels-last data on after it in every case. This script times the same network both ways,
+INTERLEAVED in one run (every round visits both in a fresh random order), on the kinds of step
+the project runs:
 
 - attack step: forward + backward to the INPUT only (``torch.autograd.grad``), eval mode, in the
-  batch sizes the experiment runner attacks in (500 and 1000);
+  batch sizes the attacks see (136: lslib.attacks' CPU chunk for this model; 500: the experiment
+  runner's batch; 1000);
+- forward alone (``torch.no_grad``, eval mode): judging an attack's result, clean accuracy;
 - training step: forward + backward to the parameters + an Adam step, train mode, batch 128.
 
 It prints the median time per step over the rounds and the median of the per-round paired ratios
@@ -57,6 +60,11 @@ def main() -> None:
         xg = x.requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(forward(xg), y, reduction="none").sum(), xg)
 
+    def forward_step(forward: Callable, x: torch.Tensor, y: torch.Tensor) -> None:
+        model.eval()
+        with torch.no_grad():
+            forward(x)
+
     def train_step(forward: Callable, x: torch.Tensor, y: torch.Tensor) -> None:
         model.train()
         opt.zero_grad()
@@ -64,7 +72,8 @@ def main() -> None:
         opt.step()
 
     paths = {"lslib": model, "plain": lambda x: _plain(model, x)}
-    kinds = {f"attack step, batch {n}": (attack_step, n) for n in (500, 1000)}
+    kinds = {f"attack step, batch {n}": (attack_step, n) for n in (136, 500, 1000)}
+    kinds |= {f"forward (no grad), batch {n}": (forward_step, n) for n in (136, 1000)}
     kinds["training step, batch 128"] = (train_step, 128)
     times: dict[tuple[str, str], list[float]] = {(k, p): [] for k in kinds for p in paths}
     batches = {k: (torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
@@ -85,11 +94,11 @@ def main() -> None:
 
     print(f"LeNetMNIST, CPU, {args.threads} thread(s), {args.rounds} interleaved rounds x "
           f"{args.steps} steps, {args.clock} clock; torch {torch.__version__}")
-    print(f"{'step':28s} {'lslib (ms)':>11s} {'plain (ms)':>11s} {'plain / lslib':>14s}")
+    print(f"{'step':32s} {'lslib (ms)':>11s} {'plain (ms)':>11s} {'plain / lslib':>14s}")
     for k in kinds:
         a, b = times[(k, "lslib")], times[(k, "plain")]
         ratio = statistics.median(pb / pa for pa, pb in zip(a, b, strict=True))
-        print(f"{k:28s} {1e3 * statistics.median(a):11.1f} {1e3 * statistics.median(b):11.1f} "
+        print(f"{k:32s} {1e3 * statistics.median(a):11.1f} {1e3 * statistics.median(b):11.1f} "
               f"{ratio:13.2f}x")
 
 

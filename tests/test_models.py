@@ -140,6 +140,19 @@ def test_lenet_mnist_forward_alone_equals_the_differentiable_forward():
     torch.testing.assert_close(model(x.requires_grad_()).detach(), alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lenet_mnist_forward_alone_equals_the_plain_network(dtype):
+    """Without a graph the first convolution stays on oneDNN and the rest runs channels-last:
+    the same values as the plain modules in the default layout, ties in the pools included."""
+    torch.manual_seed(0)
+    model = LeNetMNIST().to(dtype).eval()
+    x = _mnist_like(24, dtype)
+    with torch.no_grad():
+        plain = model.classifier(model.features(model.normalize(x)).flatten(1))
+        torch.testing.assert_close(model(x), plain, rtol=0, atol=1e-12 if dtype == torch.float64
+                                   else 1e-5)
+
+
 def test_im2col_conv_refuses_layers_it_does_not_compute():
     from lslib.models import _im2col_conv
 
