@@ -29,6 +29,11 @@ instead of mapping fresh zeroed pages at every pass); the other libraries take t
 is given, as every library is called here. The "bare forward+backward" floor of BIM is timed
 both in one batch and in lslib's chunks, and BIM is held to the faster of the two.
 
+Every timed process (this one, which times lslib, foolbox and the floors, and the torchattacks
+worker) first calls ``lslib.allocator.keep_freed_memory()``, so that no library pays for glibc
+handing freed buffers back to the kernel and faulting them in again (``--default-malloc`` leaves
+glibc's defaults; the table prints each call's minor page faults either way).
+
 Targets (from the attacks issue): DeepFool >= 20x faster than torchattacks and >= 1.5x faster
 than foolbox at equal or smaller median L2; CW-L2 >= 1.5x faster than foolbox at equal steps at
 equal or smaller median L2; FGSM and BIM at least as fast as torchattacks; BIM with k steps
@@ -90,6 +95,10 @@ def worker(spec_path: str) -> None:
     from lslib.models import LeNetMNIST  # plain torch code, no other dependency
 
     spec = torch.load(spec_path, weights_only=False)
+    if spec["keep_freed_memory"]:
+        from lslib.allocator import keep_freed_memory  # plain ctypes, no other dependency
+
+        keep_freed_memory()
     torch.set_num_threads(spec["threads"])
     set_clock(spec["clock"])
     model = LeNetMNIST()
@@ -119,7 +128,7 @@ def worker(spec_path: str) -> None:
             return adv, _verdict(model, adv, y)  # the job (lslib and foolbox do it inside)
 
         seconds, (adv, success) = timed(attack_and_verdict, device)
-        print("JSON " + json.dumps({"seconds": seconds,
+        print("JSON " + json.dumps({"seconds": seconds, "faults": _last_faults,
                                     "success": float(success[clean].double().mean()),
                                     "median_l2": _median_l2(adv, x, success, clean)}),
               flush=True)
@@ -227,14 +236,29 @@ def set_clock(name: str) -> None:
     _clock = CLOCKS[name]
 
 
+_last_faults = 0  # minor page faults of the last timed() call
+
+
+def _minor_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed(fn, device):
+    global _last_faults
     if device.type == "cuda":
         torch.cuda.synchronize()
+    faults = _minor_faults()
     start = _clock()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return _clock() - start, out
+    seconds = _clock() - start
+    _last_faults = _minor_faults() - faults
+    return seconds, out
 
 
 # ------------------------------------------------------------------------------------------
@@ -265,6 +289,9 @@ def main(argv=None) -> int:
                         "jobs on a shared machine disturb far less (use it with --threads 1)")
     p.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS),
                    help="which attacks to time (default: all four)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's adaptive malloc thresholds as they are; by default every "
+                        "timed process keeps freed memory (lslib.allocator.keep_freed_memory)")
     p.add_argument("--torchattacks-python", default=None,
                    help="an interpreter with torchattacks (default: bench/.venv-torchattacks)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -278,6 +305,12 @@ def main(argv=None) -> int:
     from lslib import attacks as A
     from lslib.data import load_dataset
 
+    if not args.default_malloc:
+        from lslib.allocator import keep_freed_memory
+
+        malloc = "freed memory kept" if keep_freed_memory() else "default (no glibc mallopt)"
+    else:
+        malloc = "glibc's defaults"
     root = args.data_root or os.environ.get("LSLIB_DATA")
     if root is None and (REPO.parent / "shared" / "data").is_dir():
         root = str(REPO.parent / "shared" / "data")
@@ -305,7 +338,7 @@ def main(argv=None) -> int:
     print(f"LeNetMNIST on the first {len(y)} MNIST test images, clean accuracy "
           f"{float(clean.double().mean()):.4f}; device {device}, {threads} thread(s), "
           f"torch {torch.__version__}, foolbox {fb.__version__}; parameters "
-          f"{'frozen' if args.frozen else 'requiring grad (as trained)'}")
+          f"{'frozen' if args.frozen else 'requiring grad (as trained)'}; malloc: {malloc}")
     try:
         load = os.getloadavg()
         print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
@@ -371,6 +404,7 @@ def main(argv=None) -> int:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                     "x": x.cpu(), "y": y.cpu(), "device": args.device, "threads": threads,
                     "frozen": args.frozen, "clock": args.clock, "cw_steps": cw_steps,
+                    "keep_freed_memory": not args.default_malloc,
                     "cw_lr": cw_lr}, spec_file)
         try:
             ta = TorchattacksWorker(ta_python, spec_file)
@@ -380,8 +414,11 @@ def main(argv=None) -> int:
     times: dict[tuple[str, str], list[float]] = {}
     quality: dict[tuple[str, str], tuple[float, float]] = {}
 
+    faults: dict[tuple[str, str], list[int]] = {}
+
     def record(lib, name, seconds, adv):
         times.setdefault((lib, name), []).append(seconds)
+        faults.setdefault((lib, name), []).append(_last_faults)
         if adv is not None:
             success = _verdict(model, adv, y)
             quality[(lib, name)] = (float(success[clean].double().mean()),
@@ -390,6 +427,7 @@ def main(argv=None) -> int:
     def run_ta(name):
         res = ta.run(name)
         times.setdefault(("torchattacks", name), []).append(res["seconds"])
+        faults.setdefault(("torchattacks", name), []).append(res["faults"])
         quality[("torchattacks", name)] = (res["success"], res["median_l2"])
 
     try:
@@ -419,17 +457,23 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     print()
     print(f"{'attack':<10}{'library':<14}{'median s':>10}{'success':>10}{'median L2':>12}"
-          f"   (success among clean-correct; L2 median with inf for failures)")
+          f"{'faults':>9}   (success among clean-correct; L2 median with inf for failures; "
+          f"median minor page faults per call)")
+
+    def nfaults(key):
+        return statistics.median(faults[key]) if faults.get(key) else float("nan")
+
     for name in ("fgsm", "bim", "deepfool", "cw", "cw(c=1)"):
         for lib in ("lslib", "foolbox", "torchattacks"):
             if (lib, name) in med:
                 s, l2 = quality.get((lib, name), (float("nan"), float("nan")))
-                print(f"{name:<10}{lib:<14}{med[(lib, name)]:>10.3f}{s:>10.4f}{l2:>12.4f}")
+                print(f"{name:<10}{lib:<14}{med[(lib, name)]:>10.3f}{s:>10.4f}{l2:>12.4f}"
+                      f"{nfaults((lib, name)):>9.0f}")
     for key in floors:
         if (key, "bim") in med:
             label = "one batch" if key == "floor" else f"chunks of {chunk}"
             print(f"{'bim floor':<10}{f'{BIM_STEPS} fwd+bwd':<14}{med[(key, 'bim')]:>10.3f}"
-                  f"   ({label})")
+                  f"{'':>22}{nfaults((key, 'bim')):>9.0f}   ({label})")
     print()
     checks = []
 

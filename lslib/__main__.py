@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "entry_point", "main"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -225,5 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def entry_point() -> int:
+    """``python -m lslib`` and the ``lslib`` script: :func:`main` in a process of its own, with
+    the allocator keeping freed memory (:func:`lslib.allocator.keep_freed_memory`)."""
+    from lslib.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,9 @@ class AttackResult:
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the duration; restores each submodule's own ``training`` flag exactly."""
     modes = [(m, m.training) for m in model.modules()]
+    if not any(flag for _, flag in modes):  # already in eval mode throughout (the usual case)
+        yield
+        return
     model.eval()
     try:
         yield
@@ -266,8 +270,8 @@ def _finish(model: nn.Module, x: Tensor, adv: Tensor, y: Tensor, norm_type: Norm
             success = model(out.to(device=device, dtype=dtype)).argmax(1) != y
         if revert_failures and not bool(success.all()):
             out = torch.where(_rows(~success.to(x.device), out.ndim), x.detach(), out)
-    delta = (out - x.detach()).flatten(1)
-    norms = delta.abs().amax(1) if norm_type == "linf" else delta.norm(dim=1)
+    delta = torch.sub(out, x.detach()).flatten(1)
+    norms = delta.abs_().amax(1) if norm_type == "linf" else delta.norm(dim=1)
     if out.data_ptr() == x.data_ptr():  # never hand back (a view of) the caller's tensor
         out = out.clone()
     return AttackResult(out, success.to(x.device), norms, norm_type, minimal)
@@ -289,9 +293,16 @@ def _linf_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     e = float(torch.tensor(eps, dtype=x.dtype))  # eps as x's dtype holds it
     lo = torch.sub(x, e).clamp_(min=0.0)
     hi = torch.add(x, e).clamp_(max=1.0)
-    lo = torch.where(torch.sub(x, lo) > e, torch.nextafter(lo, x), lo)
-    hi = torch.where(torch.sub(hi, x) > e, torch.nextafter(hi, x), hi)
+    lo = _select(torch.sub(x, lo).gt_(e), torch.nextafter(lo, x), lo)
+    hi = _select(torch.sub(hi, x).gt_(e), torch.nextafter(hi, x), hi)
     return lo, hi
+
+
+def _select(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``torch.where(mask, a, b)`` for FINITE a and b and a float mask of 0s and 1s, as
+    ``lerp(b, a, mask)``: exact for such weights (``b + 0 * (a - b)`` and ``a - (a - b) * 0``)
+    and several times faster on the CPU, where ``torch.where`` runs element by element."""
+    return torch.lerp(b, a, mask)
 
 
 def _signed_step(x: Tensor, direction: Tensor, eps: float) -> Tensor:
@@ -300,7 +311,7 @@ def _signed_step(x: Tensor, direction: Tensor, eps: float) -> Tensor:
     Cheaper than clamping to the box when only one step is taken (FGSM)."""
     e = float(torch.tensor(eps, dtype=x.dtype))
     adv = torch.add(x, torch.sign(direction), alpha=e).clamp_(0.0, 1.0)
-    return torch.where(torch.sub(adv, x).abs_() > e, torch.nextafter(adv, x), adv)
+    return _select(torch.sub(adv, x).abs_().gt_(e), torch.nextafter(adv, x), adv)
 
 
 def _empty_result(x: Tensor, norm_type: NormType, minimal: bool) -> AttackResult:
@@ -319,9 +330,22 @@ CPU_CHUNK_BYTES = 3 * 2**20
 _MIN_CHUNK = 32
 
 
+_ACTIVATION_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = (
+    weakref.WeakKeyDictionary())
+
+
 def _largest_activation_bytes(model: nn.Module, x1: Tensor) -> int:
     """Bytes per sample of the largest tensor any module of ``model`` outputs, from one forward
-    of the single sample ``x1`` (no graph, eval mode)."""
+    of the single sample ``x1`` (no graph, eval mode); remembered per model, input shape, dtype
+    and device (the sizes depend on the architecture only)."""
+    key = (tuple(x1.shape[1:]), x1.dtype, x1.device)
+    known = _ACTIVATION_BYTES.setdefault(model, {})
+    if key not in known:
+        known[key] = _probe_activation_bytes(model, x1)
+    return known[key]
+
+
+def _probe_activation_bytes(model: nn.Module, x1: Tensor) -> int:
     largest = 0
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -435,9 +459,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
         if n == 0:
             return _empty_result(x, "linf", False)
         lo_all, hi_all = _linf_box(xc, eps)
-        final = xc.clone()
-        success = torch.zeros(n, dtype=torch.bool, device=xc.device)
-        idx: Tensor | None = None  # None: the whole batch (no copies)
+        idx: Tensor | None = None  # None: the whole batch (no copies); set by the first run
         for restart in range(restarts):
             xs, ys, lo, hi = ((xc, yc, lo_all, hi_all) if idx is None
                               else (xc[idx], yc[idx], lo_all[idx], hi_all[idx]))
@@ -448,7 +470,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
                 start = xs
             run = _bim_early_stop if early_stop else _bim_run
             rows, ok = run(model, start, ys, lo, hi, steps, step_size, loss_fn, restart == 0)
-            if idx is None:
+            if idx is None:  # the first run: its tensors are fresh, later runs write into them
                 final, success = rows, ok
             else:
                 final[idx] = rows
@@ -466,21 +488,33 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
 def _bim_run(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor, steps: int,
              step_size: float, loss_fn: Callable[[Tensor, Tensor], Tensor],
              check: bool) -> tuple[Tensor, Tensor]:
-    """One BIM run from ``adv`` over the whole batch: (returned rows, success)."""
+    """One BIM run from ``adv`` over the whole batch: (returned rows, success). The returned
+    tensors are fresh (never ``adv`` itself)."""
     found = torch.zeros(adv.shape[0], dtype=torch.bool, device=adv.device)
-    first_hit = adv  # rows valid where found
+    first_hit: Tensor | None = None  # rows valid where found
     for t in range(steps):
         grad, logits = _loss_and_grad(model, adv, ys, loss_fn, check=check and t == 0)
         hit = logits.argmax(1) != ys  # was the iterate just differentiated adversarial?
         new = hit & ~found
         if bool(new.any()):
-            first_hit = torch.where(_rows(new, adv.ndim), adv, first_hit)
+            if first_hit is None:
+                first_hit = adv.clone()
+            else:
+                first_hit[new] = adv[new]
             found |= new
-        adv = torch.clamp(torch.add(adv, grad.sign(), alpha=step_size), lo, hi)
+        adv = _linf_step(adv, grad, step_size, lo, hi)
     with torch.no_grad():
         last_hit = model(adv).argmax(1) != ys
-    rows = torch.where(_rows(found & ~last_hit, adv.ndim), first_hit, adv)
-    return rows, last_hit | found
+    if first_hit is not None:
+        back = found & ~last_hit  # an earlier iterate fooled the model, the last one does not
+        if bool(back.any()):
+            adv[back] = first_hit[back]
+    return adv, last_hit | found
+
+
+def _linf_step(adv: Tensor, grad: Tensor, step_size: float, lo: Tensor, hi: Tensor) -> Tensor:
+    """``clip(adv + step_size * sign(grad), lo, hi)`` as a fresh tensor (one allocation)."""
+    return torch.add(adv, torch.sign(grad), alpha=step_size).clamp_(lo, hi)
 
 
 def _bim_early_stop(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor,
@@ -501,7 +535,7 @@ def _bim_early_stop(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: T
                                              lo[keep], hi[keep])
             if active.numel() == 0:
                 return rows, ok
-        adv = torch.clamp(torch.add(adv, grad.sign(), alpha=step_size), lo, hi)
+        adv = _linf_step(adv, grad, step_size, lo, hi)
     with torch.no_grad():
         last_hit = model(adv).argmax(1) != ys
     rows[active] = adv
@@ -590,7 +624,7 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
                 better = dist < best_dist
                 best_dist = torch.where(better, dist, best_dist)
                 best_f = torch.where(better, f, best_f)
-                best_w = torch.where(_rows(better, m), w, best_w)
+                best_w[better] = w[better]  # rows only (torch.where runs per element on a CPU)
             del z, xg
             wn = best_w.flatten(1).norm(dim=1).clamp_min(1e-12)
             r_step = _rows((best_dist + _DF_PUSH) / wn, m) * best_w
