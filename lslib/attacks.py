@@ -63,6 +63,7 @@ __all__ = [
     "RobustnessReport",
     "fgsm",
     "bim",
+    "bim_last_iterate",
     "pgd",
     "deepfool",
     "carlini_wagner_l2",
@@ -541,6 +542,39 @@ def _bim_early_stop(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: T
     rows[active] = adv
     ok[active] = last_hit
     return rows, ok
+
+
+def bim_last_iterate(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
+                     step_size: float | None = None, steps: int = 10,
+                     random_start: bool = False, loss: AttackLoss = "ce",
+                     generator: torch.Generator | None = None) -> Tensor:
+    """The last iterate of BIM (of L-inf PGD with ``random_start``), and nothing else.
+
+    ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``), each
+    projected onto the eps-ball and [0, 1], exactly as in :func:`bim`; but no forward pass judges
+    the result and no earlier iterate is kept: the final iterate is returned as a tensor of x's
+    shape and dtype, whether it fools the model or not. This is what PGD adversarial training
+    (Madry et al. 2018) trains on; :func:`bim` is the attack. Runs in eval mode, as every attack.
+    """
+    eps = check_nonnegative("eps", eps)
+    steps = check_int_at_least("steps", steps, 1)
+    step_size = 2.5 * eps / steps if step_size is None else check_positive("step_size", step_size)
+    loss_fn = _resolve_loss(loss)
+    with _attack_context(model, x, y) as (xc, yc):
+        if xc.shape[0] == 0:
+            return x.detach().clone()
+        lo, hi = _linf_box(xc, eps)
+        adv = xc
+        if random_start:
+            noise = torch.empty_like(xc).uniform_(-eps, eps, generator=generator)
+            adv = torch.clamp(xc + noise, lo, hi)
+        for t in range(steps):
+            grad, _ = _loss_and_grad(model, adv, yc, loss_fn, check=t == 0)
+            adv = _linf_step(adv, grad, step_size, lo, hi)
+        if adv.dtype != x.dtype:  # computed in the model's dtype: the ball must hold in x's too
+            lo, hi = _linf_box(x.detach(), eps)
+            return torch.clamp(adv.to(device=x.device, dtype=x.dtype), lo, hi)
+        return adv.to(device=x.device)
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float | None = None,

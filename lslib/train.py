@@ -19,8 +19,10 @@ Adversarial training (the paper's baseline)
 -------------------------------------------
 Madry-style PGD with 3 iterations as in the paper (eps 0.25, step 0.1 on MNIST; eps 0.05, step 0.02
 otherwise). As the original code did, the adversarial batch is crafted **without random start**
-(so it is BIM-3, :func:`lslib.attacks.bim`) on the cross-entropy of the true label, with the model
-in eval mode while crafting, and the training loss is ``0.5 * loss(clean) + 0.5 * loss(adv)``.
+(so it is BIM-3) on the cross-entropy of the true label, with the model in eval mode while
+crafting, and the training loss is ``0.5 * loss(clean) + 0.5 * loss(adv)``. The adversarial batch
+is the last iterate (:func:`lslib.attacks.bim_last_iterate`, as in Madry et al.), with no forward
+pass spent on judging it.
 Clean and adversarial halves go through the model in one forward pass (identical to two passes
 for models without batch normalisation, which are the ones the paper adversarially trained).
 
@@ -218,7 +220,7 @@ def train_model(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     adv = config.adversarial
     if adv is not None:
-        from lslib.attacks import bim
+        from lslib.attacks import bim_last_iterate
 
     result = TrainResult()
     bar = tqdm(total=config.epochs * steps_per_epoch, disable=not progress, leave=False,
@@ -229,8 +231,8 @@ def train_model(
         total, count = 0.0, 0
         for x, y in batches(data, config.batch_size, shuffle=True, generator=generator):
             if adv is not None:
-                x_adv = bim(model, x, y, adv.eps, step_size=adv.step_size, steps=adv.steps,
-                            random_start=adv.random_start, loss="ce").adversarial.detach()
+                x_adv = bim_last_iterate(model, x, y, adv.eps, step_size=adv.step_size,
+                                         steps=adv.steps, random_start=adv.random_start)
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if adv is None:

@@ -347,6 +347,36 @@ def test_bim_keeps_an_adversarial_iterate():
         assert bool((res.success >= partial.success).all())
 
 
+@pytest.mark.parametrize("random_start", [False, True])
+def test_bim_last_iterate_is_the_plain_iteration(random_start):
+    """The last iterate of the textbook BIM/PGD loop (written out here with torch.clamp to the
+    ball), with no judging forward, whether or not it fools the model."""
+    model = _small_mlp(seed=3).double().eval()
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(40, 9, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (40,), generator=g)
+    eps, step, steps = 0.2, 0.07, 5
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    out = A.bim_last_iterate(model, x, y, eps, step_size=step, steps=steps,
+                             random_start=random_start,
+                             generator=torch.Generator().manual_seed(9))
+    assert calls == [40] * steps  # one forward per step, nothing else
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    adv = x.clone()
+    if random_start:
+        noise = torch.empty_like(x).uniform_(-eps, eps, generator=torch.Generator().manual_seed(9))
+        adv = torch.clamp(x + noise, lo, hi)
+    for _ in range(steps):
+        xg = adv.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y,
+                                                                       reduction="sum"), xg)
+        adv = torch.clamp(adv + step * grad.sign(), lo, hi)
+    torch.testing.assert_close(out, adv, rtol=0, atol=1e-15)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    assert float((out - x).abs().max()) <= eps
+
+
 class _CountingModel(nn.Module):
     """Counts the sample-forwards (the sum of the batch sizes the model saw)."""
 

@@ -66,20 +66,20 @@ def test_pgd_training_uses_three_bim_steps_without_random_start(monkeypatch):
     import lslib.attacks as attacks
 
     calls = []
-    real_bim = attacks.bim
+    real = attacks.bim_last_iterate
 
     def spy(model, x, y, eps, **kw):
         calls.append((eps, kw))
-        return real_bim(model, x, y, eps, **kw)
+        return real(model, x, y, eps, **kw)
 
-    monkeypatch.setattr(attacks, "bim", spy)
+    monkeypatch.setattr(attacks, "bim_last_iterate", spy)
     data = _blobs(128)
     adv = AdversarialTraining.paper("mnist")
     model, result = _fit(_config(adversarial=adv, epochs=1), data)
     assert len(calls) == 2  # one per batch
     eps, kw = calls[0]
     assert eps == 0.25 and kw["step_size"] == 0.1 and kw["steps"] == 3
-    assert kw["random_start"] is False and kw["loss"] == "ce"
+    assert kw["random_start"] is False
     assert AdversarialTraining.paper("cifar10") == AdversarialTraining(0.05, 0.02)
     assert adv.adv_weight == 0.5
     assert all(torch.isfinite(p).all() for p in model.parameters())
