@@ -546,7 +546,7 @@ def main(argv=None) -> int:
         check(f"BIM ({BIM_STEPS} steps) within 1.1x of {BIM_STEPS} bare forward+backward passes",
               r_ <= 1.1, f"{r_:.3f}x (of the faster floor, {label})")
         r_min = 1 / ratio(("minimal", "bim"), (fastest, "bim"))
-        r_own = 1 / ratio(("minimal", "bim"), ("lslib", "bim"))
+        r_own = ratio(("minimal", "bim"), ("lslib", "bim"))
         print(f"info  a minimal BIM (the floor + step + last forward) is {r_min:.3f}x the floor;"
               f" lslib's BIM is {r_own:.3f}x the minimal one")
     if ("torchattacks", "cw(c=1)") in med:

@@ -492,24 +492,25 @@ def _bim_run(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor, 
     """One BIM run from ``adv`` over the whole batch: (returned rows, success). The returned
     tensors are fresh (never ``adv`` itself)."""
     found = torch.zeros(adv.shape[0], dtype=torch.bool, device=adv.device)
-    first_hit: Tensor | None = None  # rows valid where found
+    first_idx: list[Tensor] = []  # each sample's first adversarial iterate: its index ...
+    first_rows: list[Tensor] = []  # ... and the row (only these rows are copied)
     for t in range(steps):
         grad, logits = _loss_and_grad(model, adv, ys, loss_fn, check=check and t == 0)
         hit = logits.argmax(1) != ys  # was the iterate just differentiated adversarial?
         new = hit & ~found
         if bool(new.any()):
-            if first_hit is None:
-                first_hit = adv.clone()
-            else:
-                first_hit[new] = adv[new]
+            idx = new.nonzero().squeeze(1)
+            first_idx.append(idx)
+            first_rows.append(adv[idx])
             found |= new
         adv = _linf_step(adv, grad, step_size, lo, hi)
     with torch.no_grad():
         last_hit = model(adv).argmax(1) != ys
-    if first_hit is not None:
-        back = found & ~last_hit  # an earlier iterate fooled the model, the last one does not
+    if first_idx:
+        idx, rows = torch.cat(first_idx), torch.cat(first_rows)
+        back = ~last_hit[idx]  # an earlier iterate fooled the model, the last one does not
         if bool(back.any()):
-            adv[back] = first_hit[back]
+            adv[idx[back]] = rows[back]
     return adv, last_hit | found
 
 
