@@ -55,7 +55,7 @@ from lslib._checks import (
     check_nonnegative,
     check_positive,
 )
-from lslib.losses import cross_entropy
+from lslib.losses import _cross_entropy
 
 __all__ = [
     "AttackResult",
@@ -203,7 +203,7 @@ def _resolve_loss(loss: AttackLoss) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def _ce_loss(logits: Tensor, y: Tensor) -> Tensor:
-    return cross_entropy(logits, y, reduction="none")
+    return _cross_entropy(logits, y, reduction="none")
 
 
 def _margin_loss(logits: Tensor, y: Tensor) -> Tensor:

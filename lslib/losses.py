@@ -183,7 +183,12 @@ def log_softmax(logits: Tensor) -> Tensor:
     dominates for a handful of classes, while the other kernel vectorises over the rows
     (``python bench/bench_losses.py`` times both). Values and gradients can differ from the
     last-dimension kernel's in the last bit (the sums run in another order). On other devices
-    it is ``torch.log_softmax(logits, 1)``."""
+    it is ``torch.log_softmax(logits, 1)``. On the CPU the result is a transposed view."""
+    check_logits("logits", logits, min_classes=1)
+    return _log_softmax(logits)
+
+
+def _log_softmax(logits: Tensor) -> Tensor:
     if logits.device.type == "cpu":
         return torch.log_softmax(logits.t(), 0).t()
     return torch.log_softmax(logits, 1)
@@ -198,10 +203,19 @@ def _softmax(x: Tensor) -> Tensor:
 
 
 def cross_entropy(logits: Tensor, target: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Plain cross-entropy of (N, K) logits against integer labels (N,), i.e.
+    """Plain cross-entropy of (N, K) logits against integer labels (N,):
     ``F.cross_entropy(logits, target, reduction=reduction)`` computed through
-    :func:`log_softmax` (faster on the CPU). Unchecked: the callers validate."""
-    return F.nll_loss(log_softmax(logits), target, reduction=reduction)
+    :func:`log_softmax` (faster on the CPU). The arguments are checked as in
+    :func:`smooth_cross_entropy` (which, with ``alpha=0``, is this function)."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    z, target = _prepare(logits, target)
+    return _cross_entropy(z, target, reduction)
+
+
+def _cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """:func:`cross_entropy` without the checks (for callers that validated, e.g. the attacks:
+    the label check is a device synchronisation)."""
+    return F.nll_loss(_log_softmax(logits), target, reduction=reduction)
 
 
 def _soft_cross_entropy(z: Tensor, q: Tensor, reduction: str) -> Tensor:
@@ -211,7 +225,7 @@ def _soft_cross_entropy(z: Tensor, q: Tensor, reduction: str) -> Tensor:
     For "mean" and "sum" the whole batch is one dot product, with q scaled (and laid out like
     the log-probabilities) before it, outside the graph: fewer recorded operations than a
     product, a sum and a mean, which is what a small model's training step pays for."""
-    lp = log_softmax(z)
+    lp = _log_softmax(z)
     if reduction == "none" or z.shape[0] == 0:  # (an empty mean is NaN, as in torch)
         return _reduce((lp * q).sum(dim=1).neg(), reduction)
     scale = -1.0 / z.shape[0] if reduction == "mean" else -1.0
@@ -232,12 +246,12 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
     built), twice differentiable, and cheap: on small models per-operation overhead dominates a
     step. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
     if alpha == 0.0:
-        return cross_entropy(z, target, reduction)
+        return _cross_entropy(z, target, reduction)
     if detach or method in ("standard", "adversarial", "second_best"):
         with torch.no_grad():
             q = _targets(z, target, method, alpha, temperature, boltzmann_scale, True)
         return _soft_cross_entropy(z, q, reduction)
-    lp = log_softmax(z)
+    lp = _log_softmax(z)
     nll = F.nll_loss(lp, target, reduction=reduction)
     q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
     s = (q * lp).sum(dim=1)
@@ -294,7 +308,8 @@ def smooth_targets(logits: Tensor, target: Tensor, method: str | QPrime, alpha: 
     m = _resolve_method(method)
     temperature = _check_scalars(alpha, temperature, boltzmann_scale)
     z, target = _prepare(logits, target)
-    return _targets(z, target, m, float(alpha), temperature, boltzmann_scale, detach)
+    return _targets(z, target, m, float(alpha), temperature, boltzmann_scale,
+                    detach).contiguous()
 
 
 def logit_penalty(logits: Tensor, target: Tensor, method: str | QPrime, temperature: float = 1.0,
