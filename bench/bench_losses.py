@@ -9,8 +9,7 @@ rounds and two ratios to plain cross-entropy: of the medians, and the median of 
 ratios (paired, so slow drift of a shared machine cancels) with a bootstrap 95% interval.
 Goal: ratio <= 1.02 for every method. Part B times the loss alone (forward + backward on the
 logits), interleaved the same way, and converts its extra cost over cross-entropy into the step
-ratio it implies (a measure that load noise hardly moves). Part C times torch's log_softmax over
-the last dimension against lslib.losses.log_softmax (the transposed view on the CPU).
+ratio it implies (a measure that load noise hardly moves).
 
     python bench/bench_losses.py                  # 1 thread, 80 rounds of 5 steps
     python bench/bench_losses.py --threads 2 --rounds 100
@@ -29,7 +28,7 @@ import time
 import torch
 from torch import nn
 
-from lslib.losses import SmoothCrossEntropyLoss, log_softmax
+from lslib.losses import SmoothCrossEntropyLoss
 from lslib.models import LeNetMNIST
 
 
@@ -151,33 +150,6 @@ def main() -> None:
         med = statistics.median(ts)
         print(f"{name:32s} {med * 1e6:10.1f} {(med - ce_loss) * 1e6:9.1f} "
               f"{1 + (med - ce_loss) / ref_med:19.4f}")
-    log_softmax_kernels(min(args.rounds, 20), rng)
-
-
-def log_softmax_kernels(rounds: int, rng: random.Random) -> None:
-    """C. ``torch.log_softmax(z, 1)`` (ATen's last-dimension kernel) against
-    ``lslib.losses.log_softmax`` (over the transposed view on the CPU), forward + backward on
-    (N, 10) logits, interleaved; the ratio is the reason lslib takes the transposed view."""
-    print("\nC. log_softmax over 10 classes, forward + backward: torch (last dim) vs lslib "
-          "(transposed view on the CPU)")
-    print(f"{'rows':>6s} {'torch us':>10s} {'lslib us':>10s} {'torch / lslib':>14s}")
-    for n in (128, 500, 1000):
-        z0 = torch.randn(n, 10)
-        w = torch.randn(n, 10)
-        fns = {"torch": lambda z: torch.log_softmax(z, 1), "lslib": log_softmax}
-        ts: dict[str, list[float]] = {k: [] for k in fns}
-        order = list(fns)
-        reps = 100
-        for _ in range(rounds):
-            rng.shuffle(order)
-            for k in order:
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    z = z0.clone().requires_grad_()
-                    (fns[k](z) * w).sum().backward()
-                ts[k].append((time.perf_counter() - t0) / reps)
-        a, b = statistics.median(ts["torch"]), statistics.median(ts["lslib"])
-        print(f"{n:6d} {a * 1e6:10.1f} {b * 1e6:10.1f} {a / b:13.2f}x")
 
 
 def _bootstrap_median_ci(xs: list[float], rng: random.Random, n: int = 2000) -> tuple[float, float]:

@@ -55,7 +55,6 @@ from lslib._checks import (
     check_nonnegative,
     check_positive,
 )
-from lslib.losses import _cross_entropy
 
 __all__ = [
     "AttackResult",
@@ -203,7 +202,7 @@ def _resolve_loss(loss: AttackLoss) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def _ce_loss(logits: Tensor, y: Tensor) -> Tensor:
-    return _cross_entropy(logits, y, reduction="none")
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 def _margin_loss(logits: Tensor, y: Tensor) -> Tensor:

@@ -58,8 +58,6 @@ from lslib._checks import (
 
 __all__ = [
     "METHODS",
-    "cross_entropy",
-    "log_softmax",
     "ALIASES",
     "QPrime",
     "smooth_targets",
@@ -151,6 +149,9 @@ def _qprime(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
         hit = (masked == masked.amax(dim=1, keepdim=True)).to(z.dtype)
         return hit / hit.sum(dim=1, keepdim=True)
     # boltzmann: soft-min over the wrong classes, on logits (eq. 6) or probabilities (the code)
+    if not detach:  # q' keeps its graph: torch's own kernel, plain layout
+        energy = src if boltzmann_scale == "logits" else src.softmax(dim=1)
+        return (energy / -temperature).scatter(1, t1, float("-inf")).softmax(dim=1)
     energy = src if boltzmann_scale == "logits" else _softmax(src)
     return _softmax((energy / -temperature).scatter(1, t1, float("-inf")))
 
@@ -175,65 +176,14 @@ def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float
     return zy - (q * z).sum(dim=1)
 
 
-def log_softmax(logits: Tensor) -> Tensor:
-    """``log_softmax`` over the classes (dim 1) of (N, K) logits, fast on the CPU too.
-
-    The same function as ``torch.log_softmax(logits, 1)``. On the CPU it runs over dim 0 of the
-    transposed view: ATen's CPU kernel for the last dimension pays a fixed cost per row that
-    dominates for a handful of classes, while the other kernel vectorises over the rows
-    (``python bench/bench_losses.py`` times both). Values and gradients can differ from the
-    last-dimension kernel's in the last bit (the sums run in another order). On other devices
-    it is ``torch.log_softmax(logits, 1)``. On the CPU the result is a transposed view."""
-    check_logits("logits", logits, min_classes=1)
-    return _log_softmax(logits)
-
-
-def _log_softmax(logits: Tensor) -> Tensor:
-    if logits.device.type == "cpu":
-        return torch.log_softmax(logits.t(), 0).t()
-    return torch.log_softmax(logits, 1)
-
-
 def _softmax(x: Tensor) -> Tensor:
-    """``torch.softmax(x, 1)`` of (N, K) scores; on the CPU over the transposed view, for the
-    reason given in :func:`log_softmax`."""
+    """``torch.softmax(x, 1)`` of (N, K) scores for a target built outside the graph. On the CPU
+    it runs over dim 0 of the transposed view: ATen's CPU kernel for the last dimension pays a
+    fixed cost per row, which dominates for a handful of classes (two of these make BLS's q';
+    ``python bench/bench_losses.py``, part B, times the losses). The result is contiguous."""
     if x.device.type == "cpu":
-        return torch.softmax(x.t(), 0).t()
+        return torch.softmax(x.t(), 0).t().contiguous()
     return torch.softmax(x, 1)
-
-
-def cross_entropy(logits: Tensor, target: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Plain cross-entropy of (N, K) logits against integer labels (N,):
-    ``F.cross_entropy(logits, target, reduction=reduction)`` computed through
-    :func:`log_softmax` (faster on the CPU). The arguments are checked as in
-    :func:`smooth_cross_entropy` (which, with ``alpha=0``, is this function)."""
-    check_choice("reduction", reduction, REDUCTIONS)
-    z, target = _prepare(logits, target)
-    return _cross_entropy(z, target, reduction)
-
-
-def _cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    """:func:`cross_entropy` without the checks (for callers that validated, e.g. the attacks:
-    the label check is a device synchronisation)."""
-    return F.nll_loss(_log_softmax(logits), target, reduction=reduction)
-
-
-def _soft_cross_entropy(z: Tensor, q: Tensor, reduction: str) -> Tensor:
-    """``-q^T log_softmax(z)`` per sample, reduced, for targets ``q`` (N, K) without a graph.
-
-    The gradient is ``softmax(z) - q`` per sample (scaled by the reduction): q's rows sum to 1.
-    For "mean" and "sum" the whole batch is one dot product, with q scaled (and laid out like
-    the log-probabilities) before it, outside the graph: fewer recorded operations than a
-    product, a sum and a mean, which is what a small model's training step pays for."""
-    lp = _log_softmax(z)
-    if reduction == "none" or z.shape[0] == 0:  # (an empty mean is NaN, as in torch)
-        return _reduce((lp * q).sum(dim=1).neg(), reduction)
-    scale = -1.0 / z.shape[0] if reduction == "mean" else -1.0
-    if not lp.is_contiguous():  # the CPU path: lp is the transposed view of (K, N) memory
-        lp, q = lp.t(), q.t().contiguous()  # lay q out alike
-    with torch.no_grad():
-        w = q.mul(scale)
-    return torch.dot(lp.reshape(-1), w.view(-1))
 
 
 def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
@@ -241,17 +191,18 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
     """Validated inputs. ``-q^T log_softmax(z)`` with q of eq. (1).
 
     With q held constant (detached targets, the default; and always for SLS, ALS and SBLS, whose
-    q' is piecewise constant in z) q is built without recording a graph and the loss is
-    :func:`_soft_cross_entropy`: gradient ``softmax(z) - q`` (ties split equally, as q is
-    built), twice differentiable, and cheap: on small models per-operation overhead dominates a
-    step. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
+    q' is piecewise constant in z) q is built without recording a graph and handed to
+    ``F.cross_entropy`` as probability targets: one fused loss whose gradient is
+    ``softmax(z) - q`` (ties split equally, as q is built), twice differentiable, and only a few
+    per cent dearer than plain cross-entropy on small models, where per-operation overhead
+    dominates. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
     if alpha == 0.0:
-        return _cross_entropy(z, target, reduction)
+        return F.cross_entropy(z, target, reduction=reduction)
     if detach or method in ("standard", "adversarial", "second_best"):
         with torch.no_grad():
             q = _targets(z, target, method, alpha, temperature, boltzmann_scale, True)
-        return _soft_cross_entropy(z, q, reduction)
-    lp = _log_softmax(z)
+        return F.cross_entropy(z, q, reduction=reduction)
+    lp = z.log_softmax(dim=1)
     nll = F.nll_loss(lp, target, reduction=reduction)
     q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
     s = (q * lp).sum(dim=1)
@@ -308,8 +259,7 @@ def smooth_targets(logits: Tensor, target: Tensor, method: str | QPrime, alpha: 
     m = _resolve_method(method)
     temperature = _check_scalars(alpha, temperature, boltzmann_scale)
     z, target = _prepare(logits, target)
-    return _targets(z, target, m, float(alpha), temperature, boltzmann_scale,
-                    detach).contiguous()
+    return _targets(z, target, m, float(alpha), temperature, boltzmann_scale, detach)
 
 
 def logit_penalty(logits: Tensor, target: Tensor, method: str | QPrime, temperature: float = 1.0,
