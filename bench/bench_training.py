@@ -129,7 +129,8 @@ def loss_only(models, jobs, speed, args, clock, rng, device) -> None:
         batch = SETUPS[_SETUP_OF[name]].batch_size
         z0 = torch.randn(batch, 10, device=device)
         y = torch.randint(0, 10, (batch,), device=device)
-        fns = {d: build_loss(cfg) for m, d, cfg in jobs if m == name and d != "PGD-3"}
+        fns = {d: build_loss(cfg, validate_labels=False)  # as train_model builds it
+               for m, d, cfg in jobs if m == name and d != "PGD-3"}
         times: dict[str, list[float]] = {d: [] for d in fns}
         order = list(fns)
         for _ in range(args.rounds):

@@ -108,14 +108,27 @@ def _check_scalars(alpha: float, temperature: float, boltzmann_scale: str, *,
     return check_positive("temperature", temperature, allow_inf=True)
 
 
-def _prepare(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def _prepare(logits: Tensor, target: Tensor, labels_checked: bool = False
+             ) -> tuple[Tensor, Tensor]:
     """Validate the tensors; return the logits in the computation dtype (>= float32) and the
-    labels as int64 (both unchanged, without a copy, when they already are)."""
+    labels as int64 (both unchanged, without a copy, when they already are).
+    ``labels_checked``: the caller checked the labels' values already (their range check is a
+    device synchronisation); their type and shape are still checked."""
     check_logits("logits", logits)
-    check_labels("target", target, logits.shape[1], logits.shape[0])
+    if labels_checked:
+        _check_label_shape(target, logits.shape[0])
+    else:
+        check_labels("target", target, logits.shape[1], logits.shape[0])
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     return logits, target.long()
+
+
+def _check_label_shape(target: Tensor, n: int) -> None:
+    if not isinstance(target, Tensor) or target.dtype.is_floating_point or target.ndim != 1:
+        check_labels("target", target, 2, n)  # raises the full message
+    if target.shape[0] != n:
+        raise ValueError(f"target has {target.shape[0]} entries but the batch has {n}")
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -153,7 +166,7 @@ def _qprime(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
         energy = src if boltzmann_scale == "logits" else src.softmax(dim=1)
         return (energy / -temperature).scatter(1, t1, float("-inf")).softmax(dim=1)
     energy = src if boltzmann_scale == "logits" else _softmax(src)
-    return _softmax((energy / -temperature).scatter(1, t1, float("-inf")))
+    return _softmax((energy / -temperature).scatter(1, t1, float("-inf"))).contiguous()
 
 
 def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
@@ -180,10 +193,22 @@ def _softmax(x: Tensor) -> Tensor:
     """``torch.softmax(x, 1)`` of (N, K) scores for a target built outside the graph. On the CPU
     it runs over dim 0 of the transposed view: ATen's CPU kernel for the last dimension pays a
     fixed cost per row, which dominates for a handful of classes (two of these make BLS's q';
-    ``python bench/bench_losses.py``, part B, times the losses). The result is contiguous."""
+    ``python bench/bench_losses.py``, part B, times the losses)."""
     if x.device.type == "cpu":
-        return torch.softmax(x.t(), 0).t().contiguous()
+        return torch.softmax(x.t(), 0).t()
     return torch.softmax(x, 1)
+
+
+def _soft_cross_entropy(z: Tensor, q: Tensor, reduction: str) -> Tensor:
+    """``-q^T log_softmax(z)`` per sample, reduced, for targets ``q`` (N, K) built outside the
+    graph (what ``F.cross_entropy(z, q)`` computes). For "mean" and "sum" the batch is one dot
+    product with q scaled beforehand, outside the graph: three recorded operations (log-softmax,
+    a view, the dot) instead of five (log-softmax, product, sum, negation, mean)."""
+    if reduction == "none" or z.shape[0] == 0:  # (an empty mean is NaN, as in torch)
+        return F.cross_entropy(z, q, reduction=reduction)
+    with torch.no_grad():
+        w = q.mul_(-1.0 / z.shape[0] if reduction == "mean" else -1.0)  # q is ours
+    return torch.dot(z.log_softmax(dim=1).reshape(-1), w.reshape(-1))
 
 
 def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, temperature: float,
@@ -191,17 +216,17 @@ def _smooth_ce(z: Tensor, target: Tensor, method: str | QPrime, alpha: float, te
     """Validated inputs. ``-q^T log_softmax(z)`` with q of eq. (1).
 
     With q held constant (detached targets, the default; and always for SLS, ALS and SBLS, whose
-    q' is piecewise constant in z) q is built without recording a graph and handed to
-    ``F.cross_entropy`` as probability targets: one fused loss whose gradient is
-    ``softmax(z) - q`` (ties split equally, as q is built), twice differentiable, and only a few
-    per cent dearer than plain cross-entropy on small models, where per-operation overhead
-    dominates. With ``detach=False`` (BLS, callables) the gradient also flows through q'."""
+    q' is piecewise constant in z) q is built without recording a graph and the loss is
+    :func:`_soft_cross_entropy`: gradient ``softmax(z) - q`` (ties split equally, as q is
+    built), twice differentiable, and few recorded operations (on small models per-operation
+    overhead dominates a training step). With ``detach=False`` (BLS, callables) the gradient
+    also flows through q'."""
     if alpha == 0.0:
         return F.cross_entropy(z, target, reduction=reduction)
     if detach or method in ("standard", "adversarial", "second_best"):
         with torch.no_grad():
             q = _targets(z, target, method, alpha, temperature, boltzmann_scale, True)
-        return F.cross_entropy(z, q, reduction=reduction)
+        return _soft_cross_entropy(z, q, reduction)
     lp = z.log_softmax(dim=1)
     nll = F.nll_loss(lp, target, reduction=reduction)
     q = _qprime(z, target, method, temperature, boltzmann_scale, detach)
@@ -317,11 +342,16 @@ class SmoothCrossEntropyLoss(nn.Module):
     gives per-sample losses (N,). No ``weight``/``ignore_index``/soft targets/(N, K, d...) inputs.
     See :func:`smooth_targets` for ``method``, ``temperature``, ``boltzmann_scale`` and
     :func:`smooth_cross_entropy` for the rest. Arguments are checked once, here.
+    ``validate_labels=False`` skips the per-call check that the labels lie in [0, K) (their type
+    and shape are still checked): it costs a device synchronisation and a few small operations
+    per call, so pass it only when the labels were checked beforehand, as
+    :func:`lslib.train.train_model` does once for the whole data set.
     """
 
     def __init__(self, method: str | QPrime = "standard", alpha: float = 0.1,
                  temperature: float = 1.0, reduction: Reduction = "mean",
-                 detach_targets: bool = True, boltzmann_scale: BoltzmannScale = "logits") -> None:
+                 detach_targets: bool = True, boltzmann_scale: BoltzmannScale = "logits",
+                 validate_labels: bool = True) -> None:
         super().__init__()
         self._method = _resolve_method(method)
         self.method = method
@@ -330,9 +360,10 @@ class SmoothCrossEntropyLoss(nn.Module):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.detach_targets = bool(detach_targets)
         self.boltzmann_scale = boltzmann_scale
+        self.validate_labels = bool(validate_labels)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        z, target = _prepare(logits, target)
+        z, target = _prepare(logits, target, labels_checked=not self.validate_labels)
         return _smooth_ce(z, target, self._method, self.alpha, self.temperature, self.reduction,
                           self.detach_targets, self.boltzmann_scale)
 
@@ -344,4 +375,6 @@ class SmoothCrossEntropyLoss(nn.Module):
             s += f", temperature={self.temperature}, boltzmann_scale={self.boltzmann_scale!r}"
         if not self.detach_targets:
             s += ", detach_targets=False"
+        if not self.validate_labels:
+            s += ", validate_labels=False"
         return s

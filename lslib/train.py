@@ -154,12 +154,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_loss(config: TrainConfig, reduction: str = "mean") -> Callable[[Tensor, Tensor], Tensor]:
+def build_loss(config: TrainConfig, reduction: str = "mean", *,
+               validate_labels: bool = True) -> Callable[[Tensor, Tensor], Tensor]:
     """The training loss of ``config``: cross-entropy or a
     :class:`lslib.losses.SmoothCrossEntropyLoss`.
 
     With ``reduction="none"`` this is also the paper protocol's attack loss (the model's own
-    smoothed target)."""
+    smoothed target). ``validate_labels=False``: the labels were checked beforehand (see
+    :class:`~lslib.losses.SmoothCrossEntropyLoss`)."""
     if config.method is None or config.alpha == 0:
         return nn.CrossEntropyLoss(reduction=reduction)
     from lslib.losses import SmoothCrossEntropyLoss
@@ -167,8 +169,26 @@ def build_loss(config: TrainConfig, reduction: str = "mean") -> Callable[[Tensor
     return SmoothCrossEntropyLoss(
         method=config.method, alpha=config.alpha, temperature=config.temperature,
         reduction=reduction, detach_targets=config.detach_targets,
-        boltzmann_scale=config.boltzmann_scale,
+        boltzmann_scale=config.boltzmann_scale, validate_labels=validate_labels,
     )
+
+
+def _check_data_labels(model: nn.Module, data: TensorData, device: torch.device) -> None:
+    """The labels of the whole data set lie in [0, K), K the model's number of outputs (one
+    forward of one image, in eval mode and without a graph: no random number is drawn)."""
+    from lslib._checks import check_labels
+
+    if len(data) == 0:
+        return
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            k = model(data.x[:1].to(device)).shape[1]
+    finally:
+        for m, flag in was_training:
+            m.training = flag
+    check_labels("the data's labels", data.y, k, len(data))
 
 
 def _use_amp(device: torch.device, amp: bool | None) -> bool:
@@ -213,7 +233,8 @@ def train_model(
         config.seed)
     model.to(device)
     data = data.to(device)
-    loss_fn = build_loss(config)
+    _check_data_labels(model, data, device)  # once, not at every step
+    loss_fn = build_loss(config, validate_labels=False)
     optimizer = _adam(model, config)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

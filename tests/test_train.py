@@ -167,3 +167,29 @@ def test_the_optimiser_falls_back_where_no_fused_kernel_exists(monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", no_fused)
     opt = T._adam(build_model("linear"), TrainConfig(model="linear", dataset="mnist"))
     assert not opt.defaults.get("fused")
+
+
+@pytest.mark.parametrize("method", [None, "ALS"])
+def test_labels_out_of_range_are_refused_before_training(method):
+    """The labels are checked once for the whole data set (the smoothed loss then skips its
+    per-step check): a bad label anywhere is refused before any step, naming the labels."""
+    data = _blobs(128)
+    y = data.y.clone()
+    y[100] = 10  # ten classes: 0..9
+    with pytest.raises(ValueError, match=r"labels.*\[0, 9\].*\[0, 10\]"):
+        _fit(_config(method=method, alpha=0.1 if method else 0.0), TensorData(data.x, y))
+
+
+def test_unvalidated_loss_still_checks_type_and_shape_and_equals_the_validated_one():
+    from lslib.losses import SmoothCrossEntropyLoss
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,), generator=g)
+    fast = SmoothCrossEntropyLoss("als", 0.2, validate_labels=False)
+    assert torch.equal(fast(z, y), SmoothCrossEntropyLoss("als", 0.2)(z, y))
+    with pytest.raises(TypeError, match="integer"):
+        fast(z, y.double())
+    with pytest.raises(ValueError, match="entries"):
+        fast(z, y[:5])
+    assert "validate_labels=False" in repr(fast)
