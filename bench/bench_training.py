@@ -4,13 +4,14 @@ For each model (default: the MNIST MLP, the MNIST LeNet and the CIFAR LeNet; add
 GPU), every defence trains on the same synthetic data (random images of the right shape, random
 labels: throughput does not depend on the pixels) through the real training loop
 (:func:`lslib.train.train_model`: Adam, one-cycle schedule, the set-up's batch size; PGD-3 is the
-paper's adversarial-training baseline with lslib.attacks.bim inside). The defences are timed
-INTERLEAVED in one run: every round visits every (model, defence) once in a fresh random order
-and trains ``--steps`` batches from a fresh copy of the same initial weights. We report the median
-images/s over the rounds and, per defence, the ratio of natural's throughput to it, i.e. the cost
-relative to natural training (the median of the per-round paired ratios, so a shared machine's
-slow drift cancels). The paper reports PGD-3 costing 3-15x natural; label smoothing should cost
-at most 1.02x.
+paper's adversarial-training baseline with lslib.attacks.bim_last_iterate inside). The defences
+are timed INTERLEAVED in one run: every round visits every (model, defence) once in a fresh random
+order and trains ``--steps`` batches from a fresh copy of the same initial weights, each visit
+paired with a natural-training visit of the same model right before or after it (alternating).
+We report the median images/s over the rounds and, per defence, the cost relative to natural
+training: the median over the rounds of natural's throughput / the defence's within each pair,
+so that the machine's drift cancels, with the interquartile range of those ratios. The paper
+reports PGD-3 costing 3-15x natural; label smoothing should cost at most 1.02x.
 
     python bench/bench_training.py                         # CPU, 1 thread, 7 rounds
     python bench/bench_training.py --threads 2 --rounds 11 --models mlp,lenet-mnist
@@ -95,24 +96,36 @@ def main() -> None:
 
     for name, _, cfg in jobs:  # warm-up (allocator, kernels, lazy imports)
         visit(name, cfg)
+    # every defence's visit is paired with a natural visit of the same model right before or
+    # right after it (the order alternates): the machine's drift cancels within each pair
     speed: dict[tuple[str, str], list[float]] = {(m, d): [] for m, d, _ in jobs}
+    cost: dict[tuple[str, str], list[float]] = {(m, d): [] for m, d, _ in jobs}
+    natural_cfg = {m: cfg for m, d, cfg in jobs if d == "natural"}
     for r in range(args.rounds):
-        order = jobs[:]
+        order = [job for job in jobs if job[1] != "natural"]
         rng.shuffle(order)
-        for name, defence, cfg in order:
-            speed[(name, defence)].append(visit(name, cfg))
+        for i, (name, defence, cfg) in enumerate(order):
+            if (r + i) % 2:
+                nat, other = visit(name, natural_cfg[name]), visit(name, cfg)
+            else:
+                other, nat = visit(name, cfg), visit(name, natural_cfg[name])
+            speed[(name, "natural")].append(nat)
+            speed[(name, defence)].append(other)
+            cost[(name, defence)].append(nat / other)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     print(f"\ndevice {device} ({args.threads} threads), {args.rounds} rounds x {args.steps} "
-          f"batches, interleaved, {args.clock} clock; cost = natural images/s / defence images/s "
-          f"(median of per-round ratios)")
-    print(f"{'model':12s} {'defence':8s} {'images/s':>10s} {'cost vs natural':>16s}")
+          f"batches, {args.clock} clock; cost = natural images/s / defence images/s, median over "
+          f"the rounds of each visit paired with an adjacent natural visit [interquartile range]")
+    print(f"{'model':12s} {'defence':8s} {'images/s':>10s} {'cost vs natural':>16s} "
+          f"{'IQR':>15s}")
     for name in models:
-        nat = speed[(name, "natural")]
         for defence in DEFENCES:
             s = speed[(name, defence)]
-            ratio = statistics.median(a / b for a, b in zip(nat, s, strict=True))
-            print(f"{name:12s} {defence:8s} {statistics.median(s):10.0f} {ratio:15.3f}x")
+            c = cost[(name, defence)] or [1.0]
+            q = statistics.quantiles(c, n=4) if len(c) > 1 else [c[0]] * 3
+            print(f"{name:12s} {defence:8s} {statistics.median(s):10.0f} "
+                  f"{statistics.median(c):15.3f}x   [{q[0]:.3f}, {q[2]:.3f}]")
     loss_only(models, jobs, speed, args, clock, rng, device)
 
 
