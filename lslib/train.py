@@ -180,14 +180,11 @@ def _check_data_labels(model: nn.Module, data: TensorData, device: torch.device)
 
     if len(data) == 0:
         return
-    was_training = [(m, m.training) for m in model.modules()]
+    was_training = model.training  # (train_model sets the mode at every step anyway)
     model.eval()
-    try:
-        with torch.no_grad():
-            k = model(data.x[:1].to(device)).shape[1]
-    finally:
-        for m, flag in was_training:
-            m.training = flag
+    with torch.no_grad():
+        k = model(data.x[:1].to(device)).shape[1]
+    model.train(was_training)
     check_labels("the data's labels", data.y, k, len(data))
 
 
