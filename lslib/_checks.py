@@ -52,8 +52,11 @@ def check_int_at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
-def check_labels(name: str, labels: torch.Tensor, num_classes: int, batch_size: int) -> None:
-    """``labels`` must be a 1-D integer tensor of length ``batch_size`` with values in [0, K)."""
+def check_labels(name: str, labels: torch.Tensor, num_classes: int, batch_size: int, *,
+                 values: bool = True) -> None:
+    """``labels`` must be a 1-D integer tensor of length ``batch_size`` with values in [0, K).
+    ``values=False`` checks type and shape only (the range check is a device synchronisation:
+    skip it where the caller checked the values already)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer class indices, "
                         f"got {type(labels).__name__}")
@@ -64,7 +67,7 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int, batch_size: 
         raise ValueError(f"{name} must be 1-D of shape (N,), got shape {tuple(labels.shape)}")
     if labels.shape[0] != batch_size:
         raise ValueError(f"{name} has {labels.shape[0]} entries but the batch has {batch_size}")
-    if labels.numel():
+    if values and labels.numel():
         lo, hi = (int(v) for v in torch.aminmax(labels))
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for {num_classes} "

@@ -172,14 +172,20 @@ def _check_logits(logits: Tensor, y: Tensor) -> None:
     check_labels("y", y, num_classes=logits.shape[1], batch_size=logits.shape[0])
 
 
-@contextmanager
-def _attack_context(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-    """Checks the arguments, moves x and y to the model's device/dtype, runs in eval mode."""
+def _check_attack_args(model: nn.Module, x: Tensor, y: Tensor) -> None:
+    """The checks every attack makes of its model, inputs and labels (the labels' range is
+    checked at the first forward, once the number of classes is known)."""
     _check_model(model)
     _check_x(x)
     _check_y_shape(y, x.shape[0])
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attacks need autograd: call them outside torch.inference_mode()")
+
+
+@contextmanager
+def _attack_context(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """Checks the arguments, moves x and y to the model's device/dtype, runs in eval mode."""
+    _check_attack_args(model, x, y)
     device, dtype = _compute_device_dtype(model, x)
     xc = x.detach().to(device=device, dtype=dtype)
     yc = y.detach().to(device=device, dtype=torch.long)
@@ -383,11 +389,7 @@ def _in_chunks(attack: Callable[..., AttackResult]) -> Callable[..., AttackResul
     @functools.wraps(attack)
     def run(model: nn.Module, x: Tensor, y: Tensor, *args: object, **kwargs: object
             ) -> AttackResult:
-        _check_model(model)
-        _check_x(x)
-        _check_y_shape(y, x.shape[0])
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError("attacks need autograd: call them outside torch.inference_mode()")
+        _check_attack_args(model, x, y)  # before slicing (each chunk is checked again)
         size = chunk_size(model, x)
         if size >= x.shape[0]:
             return attack(model, x, y, *args, **kwargs)
@@ -463,11 +465,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, step_size: float 
         for restart in range(restarts):
             xs, ys, lo, hi = ((xc, yc, lo_all, hi_all) if idx is None
                               else (xc[idx], yc[idx], lo_all[idx], hi_all[idx]))
-            if random_start:
-                noise = torch.empty_like(xs).uniform_(-eps, eps, generator=generator)
-                start = torch.clamp(xs + noise, lo, hi)
-            else:
-                start = xs
+            start = _random_start(xs, eps, lo, hi, generator) if random_start else xs
             run = _bim_early_stop if early_stop else _bim_run
             rows, ok = run(model, start, ys, lo, hi, steps, step_size, loss_fn, restart == 0)
             if idx is None:  # the first run: its tensors are fresh, later runs write into them
@@ -511,6 +509,13 @@ def _bim_run(model: nn.Module, adv: Tensor, ys: Tensor, lo: Tensor, hi: Tensor, 
         if bool(back.any()):
             adv[idx[back]] = rows[back]
     return adv, last_hit | found
+
+
+def _random_start(x: Tensor, eps: float, lo: Tensor, hi: Tensor,
+                  generator: torch.Generator | None) -> Tensor:
+    """A uniform draw from the eps-ball around x, projected onto the box [lo, hi] (PGD's start)."""
+    noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    return torch.clamp(x + noise, lo, hi)
 
 
 def _linf_step(adv: Tensor, grad: Tensor, step_size: float, lo: Tensor, hi: Tensor) -> Tensor:
@@ -564,10 +569,7 @@ def bim_last_iterate(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
         if xc.shape[0] == 0:
             return x.detach().clone()
         lo, hi = _linf_box(xc, eps)
-        adv = xc
-        if random_start:
-            noise = torch.empty_like(xc).uniform_(-eps, eps, generator=generator)
-            adv = torch.clamp(xc + noise, lo, hi)
+        adv = _random_start(xc, eps, lo, hi, generator) if random_start else xc
         for t in range(steps):
             grad, _ = _loss_and_grad(model, adv, yc, loss_fn, check=t == 0)
             adv = _linf_step(adv, grad, step_size, lo, hi)
@@ -645,7 +647,6 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
             # best candidate boundary, one backward per candidate class for the whole sub-batch
             zy = z.detach().gather(1, ya[:, None])
             best_dist = torch.full((z.shape[0],), float("inf"), dtype=z.dtype, device=z.device)
-            best_f = torch.zeros_like(best_dist)
             best_w = torch.zeros_like(xa)
             m = xa.ndim
             for j in range(k - 1):
@@ -657,7 +658,6 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
                 dist = f / wn
                 better = dist < best_dist
                 best_dist = torch.where(better, dist, best_dist)
-                best_f = torch.where(better, f, best_f)
                 best_w[better] = w[better]  # rows only (torch.where runs per element on a CPU)
             del z, xg
             wn = best_w.flatten(1).norm(dim=1).clamp_min(1e-12)

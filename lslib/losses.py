@@ -41,6 +41,7 @@ and float64 logits are kept as they are. Gradients flow back to the logits in th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -115,20 +116,10 @@ def _prepare(logits: Tensor, target: Tensor, labels_checked: bool = False
     ``labels_checked``: the caller checked the labels' values already (their range check is a
     device synchronisation); their type and shape are still checked."""
     check_logits("logits", logits)
-    if labels_checked:
-        _check_label_shape(target, logits.shape[0])
-    else:
-        check_labels("target", target, logits.shape[1], logits.shape[0])
+    check_labels("target", target, logits.shape[1], logits.shape[0], values=not labels_checked)
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     return logits, target.long()
-
-
-def _check_label_shape(target: Tensor, n: int) -> None:
-    if not isinstance(target, Tensor) or target.dtype.is_floating_point or target.ndim != 1:
-        check_labels("target", target, 2, n)  # raises the full message
-    if target.shape[0] != n:
-        raise ValueError(f"target has {target.shape[0]} entries but the batch has {n}")
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -162,11 +153,10 @@ def _qprime(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
         hit = (masked == masked.amax(dim=1, keepdim=True)).to(z.dtype)
         return hit / hit.sum(dim=1, keepdim=True)
     # boltzmann: soft-min over the wrong classes, on logits (eq. 6) or probabilities (the code)
-    if not detach:  # q' keeps its graph: torch's own kernel, plain layout
-        energy = src if boltzmann_scale == "logits" else src.softmax(dim=1)
-        return (energy / -temperature).scatter(1, t1, float("-inf")).softmax(dim=1)
-    energy = src if boltzmann_scale == "logits" else _softmax(src)
-    return _softmax((energy / -temperature).scatter(1, t1, float("-inf"))).contiguous()
+    # a q' that keeps its graph uses torch's own kernel and layout (see _softmax)
+    softmax = _softmax if detach else partial(torch.softmax, dim=1)
+    energy = src if boltzmann_scale == "logits" else softmax(src)
+    return softmax((energy / -temperature).scatter(1, t1, float("-inf"))).contiguous()
 
 
 def _penalty(z: Tensor, target: Tensor, method: str | QPrime, temperature: float,
