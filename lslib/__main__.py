@@ -15,6 +15,8 @@ Examples::
 
     python -m lslib reproduce mnist-lenet --protocol strong
     python -m lslib reproduce mnist-linear mnist-lenet --data-root ../shared/data
+    python -m lslib reproduce mnist-linear mnist-lenet --workers 2     # a local Ray, 2 CPUs
+    python -m lslib reproduce all --address auto --gpus-per-task 0.5  # a Ray cluster's GPUs
     python -m lslib reproduce cifar-lenet --quick --synthetic --out /tmp/q.csv   # CI smoke test
     python -m lslib compare results/mnist-lenet.csv --protocol paper --attack FGSM
 """
@@ -44,6 +46,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     from lslib.experiments import PROTOCOLS, SETUPS
+    from lslib.runner import add_execution_arguments
 
     p = sub.add_parser("reproduce", help="run the paper's sweep for one or more set-ups",
                        description="Train (or load from the cache) every model of the sweep and "
@@ -79,16 +82,15 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="test images per attack for every protocol (default: the protocol's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--reverse", action="store_true",
-                   help="take the rows from the end: a second process on the same --out "
-                   "shares the work")
     p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    add_execution_arguments(p)
     p.set_defaults(func=_reproduce)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from lslib.experiments import SETUPS, Sweep, run_sweep
+    from lslib.experiments import SETUPS, OutputBusyError, Sweep, SweepInterrupted, run_sweep
     from lslib.paper_tables import side_by_side
+    from lslib.runner import execution_from_args
 
     setups = list(SETUPS) if args.setups == ["all"] else args.setups
     unknown = [s for s in setups if s not in SETUPS]
@@ -103,6 +105,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                       baselines=args.baselines, attacks=args.attacks, eps=args.eps,
                       seed=args.seed, quick=args.quick, n_test=args.n_test,
                       data_source="synthetic" if args.synthetic else "real")
+        execution = execution_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -116,11 +119,18 @@ def _reproduce(args: argparse.Namespace) -> int:
             "-synthetic" if args.synthetic else "")
         out = Path("results") / f"{stem}.csv"
     command = "python -m lslib " + " ".join(shlex.quote(a) for a in args.argv)
-    table = run_sweep(sweep, out, cache=args.cache, data_root=args.data_root,
-                      device=args.device, download=args.download,
-                      progress=not args.no_progress, command=command,
-                      max_rows=args.max_rows, reverse=args.reverse,
-                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        table = run_sweep(sweep, out, cache=args.cache, data_root=args.data_root,
+                          device=args.device, download=args.download,
+                          progress=not args.no_progress, command=command,
+                          max_rows=args.max_rows, execution=execution,
+                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except OutputBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SweepInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
     print(f"wrote {out} ({len(table)} rows)")
     cmp = side_by_side(table)
     if len(cmp) and cmp["ours"].notna().any():

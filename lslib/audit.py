@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -684,6 +685,46 @@ def _defence_label(name: str, alpha: float | None) -> str:
     return name if alpha is None else f"{name} {alpha:g}"
 
 
+def _audit_model_job(models: list[nn.Module], device: torch.device, *, setup: str, label: str,
+                     config: Any, n: int, eps_list: list[float], eps_grid: list[float],
+                     settings: AuditSettings, seed: int, data_root: str | None,
+                     download: bool) -> tuple[list[dict], list[dict]]:
+    """Both protocols and the checklist on one model (a :class:`lslib.runner.Job` function:
+    ``models`` is ``[transfer source, model]``); returns its rows and signs."""
+    from lslib.data import load_dataset
+    from lslib.experiments import SETUPS
+    from lslib.train import build_loss
+
+    source, model = models
+    test = load_dataset(SETUPS[setup].dataset, "test", data_root, limit=n, download=download)
+    x, y = test.x.to(device), test.y.to(device)
+    m_rows = compare_protocols({label: model}, x, y, eps_grid=eps_grid,
+                               smoothed_losses={label: build_loss(config, reduction="none")},
+                               source=source, settings=settings, seed=seed)
+    m_signs = []
+    for e in eps_list:
+        rep = audit(model, x, y, eps=e, source_model=source,
+                    square_queries=settings.audit_queries,
+                    autoattack_iters=settings.autoattack_iters,
+                    generator=torch.Generator().manual_seed(seed))
+        m_signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).double().mean())
+    m_rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
+                   "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
+    return m_rows, m_signs
+
+
+def _audit_entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        return "not an object with a string 'key'"
+    for name in ("rows", "signs"):
+        value = entry.get(name)
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            return f"{name!r} missing or not a list of objects"
+    return None
+
+
 def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 eps: float | Sequence[float] = (0.1, 0.2),
                 eps_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
@@ -693,99 +734,87 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 cache: str | None = None, data_root: str | None = None,
                 device: str | torch.device | None = None, download: bool = False,
                 log: Callable[[str], None] | None = None,
-                journal: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:
+                journal: str | os.PathLike | None = None,
+                execution: Any = None) -> tuple[list[dict], list[dict]]:
     """Both protocols and the checklist on the models of a set-up of
-    :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached by
-    :func:`lslib.experiments.train_or_load` when the cache lacks them; ``quick`` uses the sweep's
-    quick models), attacked on the first ``n`` test images; the checklist runs at each budget of
-    ``eps``. The transfer source is a natural
-    model of the same architecture trained with seed ``seed + 1``.
+    :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached like the
+    sweep's when the cache lacks them; ``quick`` uses the sweep's quick models), attacked on the
+    first ``n`` test images; the checklist runs at each budget of ``eps``. The transfer source is
+    a natural model of the same architecture trained with seed ``seed + 1``. Each model is one
+    job of :mod:`lslib.runner`, so ``execution`` (an :class:`lslib.runner.Execution`) runs the
+    audit on a local Ray or a Ray cluster exactly as it does a sweep; embedded by default.
 
     Returns ``(rows, signs)``: the rows of :func:`compare_protocols` (plus ``clean`` rows) and one
     row per model, budget and sign of :func:`audit` (``model``, ``sign``, ``passed``,
     ``detail``, ``eps``), each row also carrying ``defence``, ``alpha`` and ``T``.
 
     ``journal``: a JSON-lines file to which each model's rows are appended (flushed and
-    fsync'ed) as soon as that model is done; a later call with the same journal and the same
-    settings takes those models from it instead of attacking them again, so a killed run loses
-    at most the model it was working on (the command line keeps it beside ``--out``). Every
-    random choice is seeded per budget, not per position in the run, so the rows are the same
-    either way.
+    fsync'ed) by this process as soon as that model is done; a later call with the same journal
+    and the same settings takes those models from it instead of attacking them again, so a
+    killed run loses at most the models it was working on (the command line keeps it beside
+    ``--out``; damaged lines are set aside with a warning). Every random choice is seeded per
+    budget, not per position in the run, so the rows are the same either way.
     """
     from lslib.experiments import (
         SETUPS,
         Defence,
-        _append_journal,
+        append_journal,
         cache_dir,
-        read_journal,
-        train_or_load,
+        recover_journal,
     )
-    from lslib.train import build_loss
+    from lslib.runner import Job, ModelSpec, run_jobs
 
     if setup not in SETUPS:
         raise ValueError(f"unknown setup {setup!r}: choose from {sorted(SETUPS)}")
     su = SETUPS[setup]
     settings = settings or (AuditSettings.quick() if quick else AuditSettings())
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     log = log or (lambda msg: None)
-    where = dict(cache=cache_dir(cache), device=dev, data_root=data_root, download=download,
-                 progress=False, log=log)
     eps_list = [float(eps)] if isinstance(eps, (int, float)) else [float(v) for v in eps]
     source_cfg = Defence("natural").train_config(su, seed=seed + 1, quick=quick)
+    dev_type = "cuda" if (execution is not None and execution.gpus_per_task) else (
+        torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type)
     common = {"setup": setup, "n": n, "eps": eps_list, "eps_grid": [float(e) for e in eps_grid],
               "quick": quick, "settings": dataclasses.asdict(settings), "seed": seed,
-              "source": source_cfg.key(), "device": dev.type, "version": _AUDIT_VERSION}
+              "source": source_cfg.key(), "device": dev_type, "version": _AUDIT_VERSION}
     done: dict[str, dict] = {}
     if journal is not None:
-        done = {e["key"]: e for e in read_journal(journal, ("key", "rows", "signs"))}
+        done = {e["key"]: e for e in recover_journal(Path(journal), _audit_entry_problem, log)}
     plan = []
     for name, alpha, temperature in defences:
         cfg = Defence(name, alpha, temperature).train_config(su, seed=seed, quick=quick)
         key = hashlib.sha256(json.dumps({**common, "model": cfg.key()}, sort_keys=True)
                              .encode()).hexdigest()[:16]
         plan.append((name, alpha, temperature, cfg, key))
+    results = {key: (done[key]["rows"], done[key]["signs"]) for *_, key in plan if key in done}
+    jobs = [Job(key, (ModelSpec(setup, source_cfg), ModelSpec(setup, cfg)), _audit_model_job,
+                dict(setup=setup, label=_defence_label(name, alpha), config=cfg, n=n,
+                     eps_list=eps_list, eps_grid=[float(e) for e in eps_grid],
+                     settings=settings, seed=seed,
+                     data_root=None if data_root is None else str(data_root),
+                     download=download))
+            for name, alpha, temperature, cfg, key in plan if key not in done]
+    meta = {key: {"defence": name, "alpha": alpha, "T": temperature, "model_key": cfg.key(),
+                  "setup": setup} for name, alpha, temperature, cfg, key in plan}
+
+    def on_result(job: Job, result: tuple[list[dict], list[dict]], records: dict,
+                  ran_on: str) -> None:
+        m_rows, m_signs = result
+        for r in (*m_rows, *m_signs):
+            r.update(meta[job.key])
+        for r in m_rows:
+            if r["attack"] != "clean":
+                log(f"{r['model']} eps={r['eps']:g} {r['attack']}: {r['accuracy']:.3f}")
+        if journal is not None:
+            append_journal(Path(journal), {"key": job.key, "rows": m_rows, "signs": m_signs})
+        results[job.key] = (m_rows, m_signs)
+
+    run_jobs(jobs, on_result, execution=execution, cache=cache_dir(cache), data_root=data_root,
+             download=download, device=device, log=log)
     rows: list[dict] = []
     signs: list[dict] = []
-    todo = [p for p in plan if p[4] not in done]
-    for *_, key in plan:
-        if key in done:
-            rows += done[key]["rows"]
-            signs += done[key]["signs"]
-    if todo:
-        from lslib.data import load_dataset
-
-        source, _ = train_or_load(su, source_cfg, **where)
-        test = load_dataset(su.dataset, "test", data_root, limit=n, download=download)
-        x, y = test.x.to(dev), test.y.to(dev)
-    for name, alpha, temperature, cfg, key in todo:
-        label = _defence_label(name, alpha)
-        model, _ = train_or_load(su, cfg, **where)
-        meta = {"defence": name, "alpha": alpha, "T": temperature, "model_key": cfg.key(),
-                "setup": setup}
-        m_rows = compare_protocols({label: model}, x, y, eps_grid=eps_grid,
-                                   smoothed_losses={label: build_loss(cfg, reduction="none")},
-                                   source=source, settings=settings, seed=seed, log=log)
-        m_signs = []
-        for e in eps_list:
-            rep = audit(model, x, y, eps=e, source_model=source,
-                        square_queries=settings.audit_queries,
-                        autoattack_iters=settings.autoattack_iters,
-                        generator=torch.Generator().manual_seed(seed))
-            log(f"{label}: {rep}")
-            m_signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
-        with torch.no_grad():
-            clean = float((model(x).argmax(1) == y).double().mean())
-        m_rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
-                       "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
-        for r in (*m_rows, *m_signs):
-            r.update(meta)
-        if journal is not None:
-            _append_journal(Path(journal), {"key": key, "rows": m_rows, "signs": m_signs})
-        rows += m_rows
-        signs += m_signs
-    order = {_defence_label(p[0], p[1]): i for i, p in enumerate(plan)}
-    rows.sort(key=lambda r: order[r["model"]])  # stable: each model's rows keep their order
-    signs.sort(key=lambda r: order[r["model"]])
+    for *_, key in plan:  # in the order of the defences
+        rows += results[key][0]
+        signs += results[key][1]
     return rows, signs
 
 
@@ -851,6 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datetime import datetime, timezone
 
     from lslib.data import load_dataset
+    from lslib.runner import add_execution_arguments, execution_from_args
 
     p = argparse.ArgumentParser(
         prog="python -m lslib audit",
@@ -879,6 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="with --setup: the CSV to write")
     p.add_argument("--cache", default=None, help="with --setup: the model cache")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    add_execution_arguments(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -886,21 +917,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None:
             p.error("--setup needs --out")
         eps = [0.1, 0.2] if args.eps is None else args.eps
-        from lslib.experiments import provenance, source_hashes
+        from lslib.experiments import OutputBusyError, exclusive_output, provenance, source_hashes
 
+        try:
+            execution = execution_from_args(args)
+        except ValueError as exc:
+            p.error(str(exc))
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        prov = {**provenance(args.device), "sources": source_hashes()}  # the code that runs
+        device = "cuda" if execution.gpus_per_task else (
+            "cpu" if execution.distributed else args.device)
+        prov = {**provenance(device), "sources": source_hashes()}  # the code that runs
         t0 = time.perf_counter()
-        rows, signs = audit_setup(args.setup, n=args.limit, eps=eps, quick=args.quick,
-                                  cache=args.cache, data_root=args.data_root, device=args.device,
-                                  log=print, journal=f"{args.out}.journal.jsonl")
-        options = {"setup": args.setup, "n": args.limit, "eps": eps, "quick": args.quick,
-                   "device": args.device,
-                   "settings": dataclasses.asdict(AuditSettings.quick() if args.quick
-                                                  else AuditSettings())}
-        command = "python -m lslib audit " + " ".join(sys.argv[1:] if argv is None else argv)
-        _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0, options,
-                     prov)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive_output(out):
+                rows, signs = audit_setup(
+                    args.setup, n=args.limit, eps=eps, quick=args.quick, cache=args.cache,
+                    data_root=args.data_root, device=None if execution.distributed else device,
+                    log=print, journal=f"{args.out}.journal.jsonl", execution=execution)
+                options = {"setup": args.setup, "n": args.limit, "eps": eps,
+                           "quick": args.quick, "device": device,
+                           "execution": execution.describe(),
+                           "settings": dataclasses.asdict(AuditSettings.quick() if args.quick
+                                                          else AuditSettings())}
+                command = "python -m lslib audit " + " ".join(
+                    sys.argv[1:] if argv is None else argv)
+                _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0,
+                             options, prov)
+        except OutputBusyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"interrupted: the audited models are saved in {args.out}.journal.jsonl; run "
+                  "the same command again to resume", file=sys.stderr)
+            return 130
         return 0
     if args.model is None or args.checkpoint is None or args.eps is None:
         p.error("--model, --checkpoint and --eps are required (or --setup and --out)")

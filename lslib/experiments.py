@@ -6,21 +6,27 @@ one row per (setup, defence, alpha, T, protocol, attack, eps), with the accuracy
 test points, the median/mean L2 norm for DeepFool/CW, wall times and provenance (lslib version, git
 commit and dirty flag, device, seed).
 
-Resumable and atomic
---------------------
-Every finished row is appended (one JSON line, flushed and fsync'ed) to a journal beside the
-output, ``<out>.journal.jsonl``; after each row the CSV is rebuilt from the journal and written
-atomically (temporary file + :func:`os.replace`). Kill the run at any moment (``kill -9``
-included) and start it again: rows already in the journal are skipped, a torn last journal line is
-ignored (that row is recomputed), and rows are deduplicated by their key, so the final table is
-the same as an uninterrupted run's, with no row lost or duplicated. Every random choice of a row
-(PGD random starts) is seeded from the row's key, so the order rows are computed in does not matter.
-A ``<out>.meta.json`` records each invocation (command, start, end, rows computed).
+Resumable, one writer, one process or many
+------------------------------------------
+The calling process is the *driver* and the only writer. Every finished row is appended (one JSON
+line, flushed and fsync'ed) to a journal beside the output, ``<out>.journal.jsonl``; the CSV is
+rebuilt from the journal every few seconds and at the end, and written atomically (temporary file
++ :func:`os.replace`). Kill the run at any moment (``kill -9`` included) and start it again: rows
+already in the journal are skipped, a torn last journal line is dropped (that row is recomputed),
+a damaged line is set aside in ``<out>.journal.jsonl.damaged`` with a warning, and rows are
+deduplicated by their key, so the final table is the same as an uninterrupted run's. Every random
+choice of a row (PGD random starts) is seeded from the row's key, so the order rows are computed in
+does not matter. A ``<out>.meta.json`` records each invocation (command, execution, start, end, rows
+computed). The driver holds ``<out>.lock`` while it runs: a second driver on the same output is
+refused with a message, not merged.
 
-Trained models are cached under ``<cache>/<key>.pt`` where ``key`` is
-:meth:`lslib.train.TrainConfig.key` (a hash of every training setting), so the two protocols and
-later runs share them. The cache folder is the ``cache_dir`` argument, else ``$LSLIB_CACHE``, else
-``~/.cache/lslib/models``. Weights are never written under ``results/``.
+The work itself runs on :mod:`lslib.runner`: in this process, in order (the default), or as Ray
+tasks on a local Ray (``execution=Execution(workers=N)``, the command line's ``--workers N``) or a
+Ray cluster (``Execution(address=...)``, ``--address``), GPUs per task included. Trained models
+are cached under ``<cache>/<key>.pt`` where ``key`` is :meth:`lslib.train.TrainConfig.key` (a hash
+of every training setting), so the two protocols and later runs share them; the driver writes the
+cache, workers get the weights through Ray. The cache folder is the ``cache_dir`` argument, else
+``$LSLIB_CACHE``, else ``~/.cache/lslib/models``. Weights are never written under ``results/``.
 
 The two protocols
 -----------------
@@ -67,6 +73,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -75,7 +82,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -85,6 +92,9 @@ from lslib.data import TensorData, load_dataset
 from lslib.models import build_model
 from lslib.train import AdversarialTraining, TrainConfig, build_loss, seed_everything, train_model
 
+if TYPE_CHECKING:
+    from lslib.runner import Execution
+
 __all__ = [
     "ATTACK_NAMES",
     "DEFENCE_NAMES",
@@ -92,17 +102,23 @@ __all__ = [
     "SETUPS",
     "TIMING_COLUMNS",
     "Defence",
+    "OutputBusyError",
     "Protocol",
     "Row",
     "SetUp",
     "Sweep",
+    "SweepInterrupted",
+    "atomic_write",
     "cache_dir",
+    "device_name",
     "provenance",
+    "read_checkpoint",
     "read_journal",
     "read_results",
     "run_sweep",
     "source_hashes",
     "table_from_journal",
+    "train_fresh",
     "train_or_load",
 ]
 
@@ -394,7 +410,8 @@ def _git_state() -> tuple[str, bool | None]:
         return "unknown", None
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """A device as the provenance records it: ``cuda:0 (NVIDIA H200)``, ``cpu (2 threads)``."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
@@ -418,13 +435,15 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
     return {
         "lslib_version": lslib.__version__, "git_commit": commit, "git_dirty": dirty,
         "source_hash": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12],
-        "device": _device_name(torch.device(device)), "torch_version": torch.__version__,
+        "device": device_name(torch.device(device)), "torch_version": torch.__version__,
         "python": sys.version.split()[0],
     }
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(temporary)``, fsync, then :func:`os.replace`: a reader (or a
+    run killed mid-write) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -449,30 +468,67 @@ def _load(setup: SetUp, split: str, limit: int | None, *, data_source: str, root
     return load_dataset(setup.dataset, split, root, limit=limit, download=download)
 
 
+@functools.lru_cache(maxsize=4)
+def _test_split(setup_name: str, data_source: str, root: str | None, seed: int,
+                download: bool) -> TensorData:
+    """A set-up's test split, read once per process (a Ray worker keeps it between tasks)."""
+    return _load(SETUPS[setup_name], "test", None if data_source == "real" else 256,
+                 data_source=data_source, root=root, seed=seed, download=download)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The ``(state_dict, record)`` of a model-cache file; ValueError naming the file when it is
+    not one (truncated, not a torch file, another layout)."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise ValueError(f"{path} is not a readable model checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)
+            and isinstance(blob.get("record"), dict)):
+        raise ValueError(f"{path} is not an lslib model-cache file (expected a dict with "
+                         "'state_dict' and 'record')")
+    return blob["state_dict"], blob["record"]
+
+
+def train_fresh(setup: SetUp, config: TrainConfig, *, device: torch.device, data_root=None,
+                download: bool = False, progress: bool = True,
+                log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``config``'s model from its seed (no cache). Returns the model (eval mode, on
+    ``device``) and its training record (config, seconds, losses, provenance)."""
+    seed_everything(config.seed)
+    model = build_model(config.model)
+    data = _load(setup, "train", config.train_limit, data_source=config.data_source,
+                 root=data_root, seed=config.seed, download=download)
+    if log is not None:
+        log(f"training {config.key()}: {config.model} {config.method or 'natural'} "
+            f"alpha={config.alpha}{' PGD-AT' if config.adversarial else ''} on {len(data)} "
+            f"images, {config.epochs} epochs")
+    result = train_model(model, data, config, device=device, progress=progress, reseed=False)
+    record = {"config": json.dumps(config.to_dict(), sort_keys=True), "seconds": result.seconds,
+              "losses": result.losses, "images_per_second": result.images_per_second,
+              **{k: str(v) for k, v in provenance(device).items()}}
+    return model.eval(), record
+
+
 def train_or_load(setup: SetUp, config: TrainConfig, *, cache: Path, device: torch.device,
                   data_root=None, download: bool = False, progress: bool = True,
                   log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, Any]]:
     """The model of ``config``: loaded from ``cache/<key>.pt`` if there, else trained and saved
     (atomically). Returns the model (eval mode, on ``device``) and its training record."""
-    path = cache / f"{config.key()}.pt"
-    seed_everything(config.seed)
-    model = build_model(config.model)
+    from lslib.runner import ModelSpec, build_trained
+
+    path = Path(cache) / f"{config.key()}.pt"
     if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state_dict"])
-        return model.to(device).eval(), blob["record"]
-    data = _load(setup, "train", config.train_limit, data_source=config.data_source,
-                 root=data_root, seed=config.seed, download=download)
-    log(f"training {path.name}: {config.model} {config.method or 'natural'} alpha={config.alpha}"
-        f"{' PGD-AT' if config.adversarial else ''} on {len(data)} images, {config.epochs} epochs")
-    result = train_model(model, data, config, device=device, progress=progress, reseed=False)
-    record = {"config": json.dumps(config.to_dict(), sort_keys=True), "seconds": result.seconds,
-              "losses": result.losses, "images_per_second": result.images_per_second,
-              **{k: str(v) for k, v in provenance(device).items()}}
-    cache.mkdir(parents=True, exist_ok=True)
+        state, record = read_checkpoint(path)
+        return build_trained(ModelSpec(setup.name, config), state, torch.device(device)), record
+    model, record = train_fresh(setup, config, device=torch.device(device), data_root=data_root,
+                                download=download, progress=progress, log=log)
+    Path(cache).mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda p: torch.save({"state_dict": state, "record": record}, p))
-    return model.eval(), record
+    atomic_write(path, lambda p: torch.save({"state_dict": state, "record": record}, p))
+    return model, record
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,7 +591,7 @@ def _evaluate(row: Row, model: nn.Module, test: TensorData, protocol: Protocol, 
 
 
 # --------------------------------------------------------------------------------------------
-# journal and table
+# journal, table, meta: written by the driver only
 # --------------------------------------------------------------------------------------------
 
 COLUMNS = ("setup", "table_name", "defence", "alpha", "T", "protocol", "attack", "eps",
@@ -543,55 +599,97 @@ COLUMNS = ("setup", "table_name", "defence", "alpha", "T", "protocol", "attack",
            "attack_settings", "model_key", "seed", "quick", "data_source", "seconds",
            "train_seconds", "finished", "lslib_version", "git_commit", "git_dirty",
            "source_hash", "device")
+_NUMBER = (int, float)
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "setup": (str,), "defence": (str,), "protocol": (str,), "attack": (str,),
+    "accuracy": _NUMBER, "n": (int,)}
+
+
+def sweep_entry_problem(entry: Any) -> str | None:
+    """Why ``entry`` is not a sweep journal entry (``{"key", "settings", "row"}`` with a row
+    naming its cell and holding its accuracy), or None when it is one."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    for name in ("key", "settings"):
+        if not isinstance(entry.get(name), str):
+            return f"{name!r} missing or not a string"
+    row = entry.get("row")
+    if not isinstance(row, dict):
+        return "'row' missing or not an object"
+    for name, types in _ROW_TYPES.items():
+        value = row.get(name)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"row field {name!r} missing or not a {types[0].__name__}"
+    if row["setup"] not in SETUPS or row["attack"] not in ATTACK_NAMES:
+        return f"unknown set-up or attack ({row['setup']!r}, {row['attack']!r})"
+    return None
+
+
+def _parse_journal(path: Path, problem: Callable[[Any], str | None]
+                   ) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]], bool]:
+    """The good entries, the damaged lines ``(line number, text, why)`` and whether the file
+    ends in a torn line (a write cut short by a kill: no newline at the end)."""
+    good, bad, torn = [], [], False
+    if not path.exists():
+        return good, bad, torn
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                torn = True  # the last write was cut short: that row is computed again
+                continue
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append((number, line, f"not JSON ({exc.msg})"))
+                continue
+            why = problem(entry)
+            if why is None:
+                good.append(entry)
+            else:
+                bad.append((number, line, why))
+    return good, bad, torn
 
 
 def read_journal(path: str | os.PathLike,
                  fields: tuple[str, ...] = ("key", "row")) -> list[dict[str, Any]]:
     """The journal's complete entries, in order (a torn or corrupt line, or one without all of
     ``fields``, is skipped)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                continue  # torn last write (killed mid-append): that row is recomputed
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and all(k in entry for k in fields):
-                entries.append(entry)
-    return entries
+    def problem(entry: Any) -> str | None:
+        ok = isinstance(entry, dict) and all(k in entry for k in fields)
+        return None if ok else "incomplete"
+
+    return _parse_journal(Path(path), problem)[0]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing), so that
-    cooperating workers do their read-modify-writes one at a time."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def recover_journal(path: Path, problem: Callable[[Any], str | None],
+                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The good entries of the journal at ``path``; damaged lines are set aside (appended to
+    ``<journal>.damaged``, kept for inspection) and a torn last line dropped, with a warning, so
+    that the journal the run goes on appending to is clean. Only the driver, which holds the
+    output's lock, may call this."""
+    good, bad, torn = _parse_journal(path, problem)
+    if not bad and not torn:
+        return good
+    if bad:
+        aside = path.with_name(path.name + ".damaged")
+        with open(aside, "a", encoding="utf-8") as f:
+            for number, line, why in bad:
+                f.write(json.dumps({"line": number, "why": why, "text": line.rstrip("\n"),
+                                    "set_aside": _now()}) + "\n")
+        log(f"warning: {path}: {len(bad)} damaged line(s) set aside in {aside.name} (first: "
+            f"line {bad[0][0]}, {bad[0][2]}); those rows are computed again")
+    atomic_write(path, lambda p: p.write_text("".join(json.dumps(e, sort_keys=True) + "\n"
+                                                      for e in good), encoding="utf-8"))
+    return good
 
 
-def _append_journal(path: Path, entry: dict[str, Any]) -> None:
+def append_journal(path: Path, entry: dict[str, Any]) -> None:
+    """Append one entry as a JSON line, flushed and fsync'ed: once this returns the entry
+    survives a kill -9 or a power cut."""
     line = json.dumps(entry, sort_keys=True) + "\n"
-    with _locked(path.with_name(path.name + ".lock")), open(path, "ab") as f:
-        # a torn previous line would swallow this one: start a fresh line if needed
-        if f.tell() > 0:
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    line = "\n" + line
+    with open(path, "ab") as f:
         f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
@@ -604,8 +702,9 @@ def _order_key(row: dict[str, Any]) -> tuple:
     setups = list(SETUPS)
     return (setups.index(row["setup"]) if row["setup"] in setups else len(setups), row["setup"],
             list(PROTOCOLS).index(row["protocol"]) if row["protocol"] in PROTOCOLS else 9,
-            DEFENCE_NAMES.index(row["defence"]), num(row["alpha"]), num(row["T"]),
-            ATTACK_NAMES.index(row["attack"]), num(row["eps"]))
+            DEFENCE_NAMES.index(row["defence"]) if row["defence"] in DEFENCE_NAMES else 9,
+            num(row.get("alpha")), num(row.get("T")), ATTACK_NAMES.index(row["attack"]),
+            num(row.get("eps")))
 
 
 def table_from_journal(entries: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -623,62 +722,58 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _write_table(out: Path, table: pd.DataFrame) -> None:
-    _atomic_write(out, lambda p: table.to_csv(p, index=False, float_format="%.10g"))
+    atomic_write(out, lambda p: table.to_csv(p, index=False, float_format="%.10g"))
 
 
-def _refresh_table(out: Path, journal: Path) -> None:
-    """Rewrite ``out`` from the journal, under the journal's lock: with cooperating workers, a
-    table read from an older journal can then never overwrite one read from a newer."""
-    with _locked(journal.with_name(journal.name + ".lock")):
-        _write_table(out, table_from_journal(read_journal(journal)))
+class OutputBusyError(RuntimeError):
+    """Another run is writing the same output."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+@contextlib.contextmanager
+def exclusive_output(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` (an advisory lock the kernel drops when the process ends, kill -9
+    included) for the whole run: a second driver on the same output is refused, never merged."""
+    import fcntl
 
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete the ``.<name>.<pid>.tmp`` files that a killed run left beside ``out``; a live
-    worker's file (a cooperating process mid-write) is left alone."""
-    for tmp in out.parent.glob(f".{out.name}*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue
-        tmp.unlink(missing_ok=True)
-
-
-_CLAIM_POLL_SECONDS = 2.0
-
-
-def _claim(path: Path) -> bool:
-    """Take ``path`` (a model's claim: the pid of the worker training it) for this process.
-    False while another live process holds it; a dead holder's claim is taken over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_name(".claims.lock")):
-        if path.exists():
-            try:
-                pid = int(path.read_text())
-            except ValueError:
-                pid = -1
-            if pid != os.getpid() and pid > 0 and _pid_alive(pid):
-                return False
-        path.write_text(str(os.getpid()))
-        return True
-
-
-def _release(path: Path) -> None:
-    with _locked(path.with_name(".claims.lock")):
+    lock = out.with_name(out.name + ".lock")
+    with open(lock, "a+") as f:
         try:
-            if int(path.read_text()) == os.getpid():
-                path.unlink()
-        except (FileNotFoundError, ValueError):
-            pass
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise OutputBusyError(
+                f"{out} is being written by another run ({holder}); wait for it to finish, "
+                "or give another output path") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {platform.node()}, started {_now()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_meta(path: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The meta file's content (``{"sessions": [...]}``); a damaged one (not JSON, not an object,
+    sessions not a list) is moved aside to ``<meta>.damaged-<time>`` with a warning and the run
+    starts a fresh one."""
+    if not path.exists():
+        return {"sessions": []}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("sessions", []), list):
+            raise ValueError("not an object with a list of sessions")
+    except (ValueError, UnicodeDecodeError) as exc:
+        aside = path.with_name(path.name + f".damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        os.replace(path, aside)
+        log(f"warning: {path} is damaged ({str(exc).splitlines()[0]}); moved it to "
+            f"{aside.name} and starting a new one")
+        return {"sessions": []}
+    meta.setdefault("sessions", [])
+    return meta
 
 
 def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
@@ -698,8 +793,22 @@ def _settings_hash(row: Row, protocol: Protocol, config: TrainConfig) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the runner
+# the sweep on the runner
 # --------------------------------------------------------------------------------------------
+
+
+def row_job(models: list[nn.Module], device: torch.device, *, row: Row, protocol: Protocol,
+            config: TrainConfig, seed: int, data_source: str, data_root: str | None,
+            download: bool) -> dict[str, Any]:
+    """One row's numbers (a :class:`lslib.runner.Job` function, run in the driver or a worker)."""
+    setup = SETUPS[row.setup]
+    test = _test_split(setup.name, data_source, data_root, seed + 7, download)
+    return _evaluate(row, models[0], test, protocol, setup, config, device, progress=False)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_sweep`: the finished rows are journalled; the message says how
+    to resume."""
 
 
 def run_sweep(
@@ -714,142 +823,142 @@ def run_sweep(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     max_rows: int | None = None,
-    reverse: bool = False,
+    execution: Execution | None = None,
 ) -> pd.DataFrame:
     """Run ``sweep``, writing ``out`` (CSV), ``out.journal.jsonl`` and ``out.meta.json``.
 
-    Rows already in the journal with the same settings are skipped, so a killed run resumes.
-    The journal is re-read before each row, so two processes may work on the same ``out`` at
-    once (start the second with ``reverse=True``: it takes the rows from the other end, and they
-    meet in the middle; models are shared through the cache). A worker trains a model under a
-    claim (``<cache>/<key>.claim``, its pid): the other defers that model's rows to the end and
-    then waits for the model instead of training it twice (a dead holder's claim is taken
-    over). ``max_rows`` stops after computing that many new rows (for tests). Returns the table
-    as read back from ``out``.
+    This process is the *driver* and the only writer: it plans the rows, skips those already in
+    the journal with the same settings, hands the rest to the runner (:mod:`lslib.runner`:
+    embedded by default, on Ray with ``execution``) and appends each finished row to the journal
+    itself. A second driver on the same ``out`` is refused (:class:`OutputBusyError`). Kill it at
+    any moment and run it again: nothing journalled is lost or computed again. ``max_rows``
+    computes at most that many new rows. Ctrl-C raises :class:`SweepInterrupted` once the
+    finished rows are safe. Returns the table as read back from ``out``.
     """
     from tqdm.auto import tqdm
 
+    from lslib.runner import Execution, Job, ModelSpec, run_jobs
+
+    execution = execution or Execution()
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"out {out} is a directory; give the path of a CSV file")
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = out.with_name(out.name + ".journal.jsonl")
     meta_path = out.with_name(out.name + ".meta.json")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cache_path = cache_dir(cache)
+    if not execution.distributed:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prov = provenance(device if device is not None else "cpu")
     log = log or (lambda msg: tqdm.write(msg) if progress else None)
-    prov = provenance(device)
-    _remove_stale_temporaries(out)
-    def finished() -> dict[str, str]:
-        return {e["key"]: e.get("settings") for e in read_journal(journal)}
+    root = None if data_root is None else str(data_root)
 
-    session = {"id": f"{os.getpid()}-{uuid.uuid4().hex[:12]}",  # unique per call
-               "command": command or "lslib.experiments.run_sweep (Python API)",
-               "sweep": dataclasses.asdict(sweep), "reverse": reverse, "started": _now(),
-               "finished": None, "rows_computed": 0, "models_trained": 0, "wall_seconds": None,
-               **prov, "sources": source_hashes()}
+    with exclusive_output(out):
+        for tmp in out.parent.glob(f".{out.name}*.tmp"):  # left by a killed run
+            tmp.unlink(missing_ok=True)
+        meta = load_meta(meta_path, log)
+        done = {e["key"]: e["settings"]
+                for e in recover_journal(journal, sweep_entry_problem, log)}
+        session = {"id": uuid.uuid4().hex[:12],
+                   "command": command or "lslib.experiments.run_sweep (Python API)",
+                   "sweep": dataclasses.asdict(sweep), "execution": execution.describe(),
+                   "started": _now(), "finished": None, "rows_computed": 0,
+                   "models_trained": 0, "wall_seconds": None, **prov,
+                   "sources": source_hashes()}
 
-    def save_meta() -> None:  # re-read: another process may have added its session meanwhile
-        with _locked(journal.with_name(journal.name + ".lock")):
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
-            others = [s for s in meta["sessions"] if s.get("id") != session["id"]]
-            meta.update(output=out.name, sessions=[*others, session])
-            _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2,
-                                                                       default=str) + "\n"))
+        def save_meta() -> None:
+            meta.update(output=out.name, sessions=[*meta["sessions"][:n_before], session])
+            atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2,
+                                                                      default=str) + "\n"))
 
-    save_meta()
-    start = time.perf_counter()
-    rows = sweep.rows()
-    done = finished()
-    model_cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
-    test_cache: dict[tuple[str, str], TensorData] = {}
-    computed = 0
+        n_before = len(meta["sessions"])
+        save_meta()
+        start = time.perf_counter()
+        rows = sweep.rows()
+        plans = {row.key: _plan(row, sweep) for row in rows}
+        todo = [row for row in rows if done.get(row.key) != plans[row.key][2]]
+        if max_rows is not None:
+            todo = todo[:max_rows]
+        jobs = []
+        for row in todo:
+            protocol, config, _ = plans[row.key]
+            jobs.append(Job(row.key, (ModelSpec(row.setup, config),), row_job, dict(
+                row=row, protocol=protocol, config=config, seed=sweep.seed,
+                data_source=sweep.data_source, data_root=root, download=download)))
+        bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="sweep",
+                   disable=not progress, unit="row", dynamic_ncols=True)
+        running: dict[str, str] = {}  # row key -> what it is, while in flight
+        training: set[str] = set()
+        last_table = [time.monotonic()]
 
-    def model_for(setup: SetUp, config: TrainConfig, wait: bool) -> bool:
-        """Put the row's model in ``model_cache``: from memory, the cache, or trained here under
-        a claim. False (when not ``wait``) while another live worker is training it."""
-        key = config.key()
-        if key in model_cache:
-            return True
-        path, claim = cache_path / f"{key}.pt", cache_path / f"{key}.claim"
-        while not path.exists() and not _claim(claim):
-            if not wait:
-                return False
-            time.sleep(_CLAIM_POLL_SECONDS)  # the other worker is training it: wait for it
-        try:
-            if not path.exists():
+        def show() -> None:
+            names = list(running.values())[:2]
+            more = f" +{len(running) - 2}" if len(running) > 2 else ""
+            bar.set_postfix_str(f"in flight {len(running)}: {', '.join(names)}{more}"
+                                + (f"; training {len(training)}" if training else ""),
+                                refresh=True)
+
+        def on_event(kind: str, what: Any) -> None:
+            if kind == "train":
+                training.add(what.key)
+            elif kind == "trained":
+                training.discard(what.key)
                 session["models_trained"] += 1
-            model_cache.clear()  # one model in memory at a time
-            model_cache[key] = train_or_load(
-                setup, config, cache=cache_path, device=device, data_root=data_root,
-                download=download, progress=progress, log=log)
-        finally:
-            _release(claim)
-        return True
-
-    def process(row: Row, wait: bool) -> bool:
-        """Compute and journal one row (True), unless its model is being trained elsewhere."""
-        nonlocal done, computed
-        setup = SETUPS[row.setup]
-        protocol, config, settings = _plan(row, sweep)
-        bar.set_postfix_str(row.key)
-        if not model_for(setup, config, wait):
-            return False
-        model, record = model_cache[config.key()]
-        if (setup.name, sweep.data_source) not in test_cache:
-            test_cache[(setup.name, sweep.data_source)] = _load(
-                setup, "test", None if sweep.data_source == "real" else 256,
-                data_source=sweep.data_source, root=data_root, seed=sweep.seed + 7,
-                download=download)
-        test = test_cache[(setup.name, sweep.data_source)]
-        result = _evaluate(row, model, test, protocol, setup, config, device, progress)
-        d = row.defence
-        record_row = {
-            "setup": row.setup, "table_name": setup.table_name, "defence": d.name,
-            "alpha": d.alpha, "T": d.temperature, "protocol": row.protocol, "attack": row.attack,
-            "eps": row.eps, "eps_pixels": row.eps * setup.eps_scale, **result,
-            "attack_settings": protocol.describe(row.attack), "model_key": config.key(),
-            "seed": sweep.seed, "quick": sweep.quick, "data_source": sweep.data_source,
-            "train_seconds": record["seconds"], "finished": _now(),
-            "lslib_version": prov["lslib_version"], "git_commit": prov["git_commit"],
-            "git_dirty": prov["git_dirty"], "source_hash": prov["source_hash"],
-            "device": prov["device"],
-        }
-        _append_journal(journal, {"key": row.key, "settings": settings, "row": record_row})
-        done[row.key] = settings
-        computed += 1
-        session["rows_computed"] = computed
-        _refresh_table(out, journal)
-        if computed % 10 == 0:
-            session["wall_seconds"] = time.perf_counter() - start
-            save_meta()
-        return True
-
-    # first pass: every row whose model is free; rows whose model another worker is training
-    # wait for a second pass (so two cooperating workers never train the same model)
-    order = rows[::-1] if reverse else rows
-    bar = tqdm(total=len(order), desc="sweep", disable=not progress, unit="row")
-    for wait in (False, True):
-        deferred: list[Row] = []
-        for row in order:
-            settings = _plan(row, sweep)[2]
-            if done.get(row.key) != settings:
-                done = finished()  # another process may have done it
-            if done.get(row.key) == settings:
-                bar.update()
-                continue
-            if max_rows is not None and computed >= max_rows:
-                break
-            if process(row, wait):
-                bar.update()
             else:
-                deferred.append(row)
-        order = deferred
-    bar.close()
-    _refresh_table(out, journal)
-    session["finished"] = _now()
-    session["wall_seconds"] = time.perf_counter() - start
-    done = finished()
-    session["complete"] = all(done.get(r.key) == _plan(r, sweep)[2] for r in rows)
-    save_meta()
+                row = what.kwargs["row"]
+                d = row.defence
+                running[what.key] = " ".join(v for v in (
+                    d.name, _fmt(d.alpha), row.protocol, row.attack, _fmt(row.eps)) if v)
+            show()
+
+        def on_result(job: Job, result: dict[str, Any], records: dict[str, dict[str, Any]],
+                      ran_on: str) -> None:
+            row, config = job.kwargs["row"], job.kwargs["config"]
+            setup, d = SETUPS[row.setup], row.defence
+            record_row = {
+                "setup": row.setup, "table_name": setup.table_name, "defence": d.name,
+                "alpha": d.alpha, "T": d.temperature, "protocol": row.protocol,
+                "attack": row.attack, "eps": row.eps, "eps_pixels": row.eps * setup.eps_scale,
+                **result, "attack_settings": job.kwargs["protocol"].describe(row.attack),
+                "model_key": config.key(), "seed": sweep.seed, "quick": sweep.quick,
+                "data_source": sweep.data_source,
+                "train_seconds": records[config.key()]["seconds"], "finished": _now(),
+                "lslib_version": prov["lslib_version"], "git_commit": prov["git_commit"],
+                "git_dirty": prov["git_dirty"], "source_hash": prov["source_hash"],
+                "device": ran_on,
+            }
+            settings = plans[row.key][2]
+            append_journal(journal, {"key": row.key, "settings": settings, "row": record_row})
+            done[row.key] = settings
+            session["rows_computed"] += 1
+            running.pop(job.key, None)
+            bar.update()
+            show()
+            if time.monotonic() - last_table[0] > 5:  # the CSV follows the journal
+                _write_table(out, table_from_journal(read_journal(journal)))
+                session["wall_seconds"] = time.perf_counter() - start
+                save_meta()
+                last_table[0] = time.monotonic()
+
+        interrupted = False
+        try:
+            run_jobs(jobs, on_result, execution=execution, cache=cache_dir(cache),
+                     data_root=root, download=download, device=device, progress=progress,
+                     log=log, on_event=on_event)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            _write_table(out, table_from_journal(read_journal(journal)))
+            session["finished"] = _now()
+            session["wall_seconds"] = time.perf_counter() - start
+            session["complete"] = all(done.get(r.key) == plans[r.key][2] for r in rows)
+            session["interrupted"] = interrupted
+            save_meta()
+        if interrupted:
+            n_done = sum(done.get(r.key) == plans[r.key][2] for r in rows)
+            raise SweepInterrupted(
+                f"interrupted: {n_done} of {len(rows)} rows are saved in {journal}; run the "
+                "same command again to resume")
     return read_results(out)
 
 

@@ -1,0 +1,335 @@
+"""lslib.runner: the sweep and the audit on Ray give the one-process tables; faults lose nothing.
+
+One local Ray with 2 CPUs (``ray_address``, started once for the session) serves the tests that
+join a cluster (``--address``); one test starts its own local Ray with ``--workers 2``. The
+reference is the embedded run on one torch thread, the thread count of a Ray task (another thread
+count changes the order of floating-point sums, see lslib.train).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lslib.experiments import (
+    TIMING_COLUMNS,
+    Sweep,
+    exclusive_output,
+    read_journal,
+    read_results,
+    run_sweep,
+)
+from lslib.runner import Execution
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+TIMEOUT = 600  # seconds, for every subprocess here
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A local Ray with 2 CPUs shared by the tests that join a cluster; its GCS address."""
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _cli(out: Path, cache: Path, data_root: Path, *extra: str) -> list[str]:
+    """A small real-data sweep: 5 LeNet models, 7 rows each, a few seconds per model."""
+    return [sys.executable, "-m", "lslib", "reproduce", "mnist-lenet", "--quick",
+            "--protocol", "paper", "--methods", "ALS,SBLS", "--alphas", "0.1,0.4",
+            "--baselines", "natural", "--attacks", "clean,FGSM,BIM,DeepFool,CW",
+            "--eps", "0.1,0.3", "--n-test", "64", "--data-root", str(data_root),
+            "--out", str(out), "--cache", str(cache), "--no-progress", "--threads", "1", *extra]
+
+
+N_ROWS = 5 * 7
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONHASHSEED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _stable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=list(TIMING_COLUMNS)).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_root):
+    """The one-process table (and how long it took)."""
+    where = tmp_path_factory.mktemp("reference")
+    start = time.monotonic()
+    _run(_cli(where / "r.csv", where / "cache", data_root))
+    table = read_results(where / "r.csv")
+    assert len(table) == N_ROWS
+    return table, time.monotonic() - start
+
+
+def _ray_processes() -> set[int]:
+    """Pids of Ray's own processes (not the test's cluster: that one is started by pytest)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"ray/core/src/ray" in cmd or cmd.startswith(b"ray::"):
+            found.add(int(pid))
+    return found
+
+
+def test_workers_2_gives_the_one_process_table_and_leaves_no_process(tmp_path, data_root,
+                                                                    reference):
+    before = _ray_processes()
+    out = tmp_path / "r.csv"
+    done = _run(_cli(out, tmp_path / "cache", data_root, "--workers", "2"))
+    assert "local Ray, 2 CPU(s)" in done.stderr
+    table = read_results(out)
+    pd.testing.assert_frame_equal(_stable(table), _stable(reference[0]))
+    assert table["device"].eq("cpu (1 threads)").all()
+    meta = json.loads(out.with_name("r.csv.meta.json").read_text())
+    session = meta["sessions"][0]
+    assert session["execution"].startswith("local Ray, 2 CPU(s)") and session["complete"]
+    assert session["models_trained"] == 5 and session["rows_computed"] == N_ROWS
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 5  # written by the driver
+    deadline = time.monotonic() + 30
+    while _ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes() - before, "the local Ray outlived its driver"
+
+
+def test_kill_9_of_the_driver_three_times_then_resume(tmp_path, data_root, reference,
+                                                      ray_address):
+    out = tmp_path / "r.csv"
+    journal = out.with_name("r.csv.journal.jsonl")
+    cmd = _cli(out, tmp_path / "cache", data_root, "--address", ray_address)
+    rng = random.Random(12)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2, max(3, 0.5 * reference[1])))  # any moment, start-up included
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+    partial = len(read_journal(journal))
+    assert partial < N_ROWS, "the runs ended before they were killed"
+    _run(cmd)
+    table = read_results(out)
+    pd.testing.assert_frame_equal(_stable(table), _stable(reference[0]))
+    entries = read_journal(journal)
+    assert len(entries) == N_ROWS == len({e["key"] for e in entries})  # nothing twice
+    meta = json.loads(out.with_name("r.csv.meta.json").read_text())
+    assert meta["sessions"][-1]["rows_computed"] == N_ROWS - partial  # nothing journalled redone
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_table_is_the_same(tmp_path, data_root,
+                                                                        reference, ray_address):
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen(_cli(out, tmp_path / "cache", data_root, "--address", ray_address),
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + TIMEOUT
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith((b"ray::train_task", b"ray::job_task")):
+                os.kill(int(pid), signal.SIGKILL)
+                killed = cmd.split(b"\0")[0].decode()
+                break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert killed, "no task was caught running"
+    assert proc.returncode == 0, err[-3000:]
+    pd.testing.assert_frame_equal(_stable(read_results(out)), _stable(reference[0]))
+    assert len(read_journal(out.with_name("r.csv.journal.jsonl"))) == N_ROWS
+
+
+def test_a_second_driver_on_the_same_output_is_refused(tmp_path, data_root):
+    out = tmp_path / "r.csv"
+    with exclusive_output(out):
+        done = subprocess.run(_cli(out, tmp_path / "cache", data_root), cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "is being written by another run (pid" in done.stderr
+    assert not out.exists()  # refused before anything was written
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, data_root, reference,
+                                                     ray_address):
+    out = tmp_path / "r.csv"
+    cmd = _cli(out, tmp_path / "cache", data_root, "--address", ray_address)
+    journal = out.with_name("r.csv.journal.jsonl")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert "run the same command again to resume" in err.strip().splitlines()[-1]
+    meta = json.loads(out.with_name("r.csv.meta.json").read_text())
+    assert meta["sessions"][0]["interrupted"] and not meta["sessions"][0]["complete"]
+    _run(cmd)
+    pd.testing.assert_frame_equal(_stable(read_results(out)), _stable(reference[0]))
+
+
+def test_the_audit_on_ray_gives_the_embedded_rows(tmp_path, data_root, ray_address):
+    from lslib.audit import AuditSettings, audit_setup
+
+    kw = dict(n=24, eps=(0.2,), eps_grid=(0.1,), quick=True, seed=0,
+              defences=(("natural", None, None), ("ALS", 0.4, None)),
+              settings=AuditSettings(pgd_steps=3, pgd_restarts=1, square_queries=10,
+                                     autoattack_iters=3, audit_queries=10),
+              cache=str(tmp_path / "cache"), data_root=str(data_root))
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows, signs = audit_setup(**kw, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    journal = tmp_path / "ray.jsonl"
+    rows2, signs2 = audit_setup(**kw, execution=Execution(address=ray_address),
+                                journal=journal)
+    assert strip(rows2) == strip(rows) and signs2 == signs
+    assert len(read_journal(journal, ("key", "rows", "signs"))) == 2
+
+
+def test_the_audit_command_takes_the_runner_options(tmp_path):
+    from lslib.audit import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--setup", "mnist-linear", "--out", str(tmp_path / "a.csv"),
+              "--gpus-per-task", "1"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["--setup", "mnist-linear", "--out", "x.csv", "--workers", "2", "--address", "a"])
+
+
+# --------------------------------------------------------------------------------------------
+# options, damaged files
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(workers=0), "workers must be an integer >= 1"),
+    (dict(workers=1.5), "workers must be an integer >= 1"),
+    (dict(workers=2, address="auto"), "not both"),
+    (dict(address=""), "address must be a Ray address"),
+    (dict(gpus_per_task=1), "gpus_per_task needs Ray"),
+    (dict(workers=2, gpus_per_task=-1), "gpus_per_task must be a finite number >= 0"),
+    (dict(workers=2, cpus_per_task=0), "needs a CPU or a GPU"),
+    (dict(threads=0), "threads must be an integer >= 1"),
+])
+def test_execution_refuses_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Execution(**kwargs)
+
+
+def test_execution_threads_and_description():
+    assert Execution().task_threads() is None and Execution(threads=3).task_threads() == 3
+    assert Execution(workers=2).task_threads() == 1
+    assert Execution(workers=4, cpus_per_task=2).task_threads() == 2
+    assert Execution().describe() == "embedded (one process)"
+    assert "0.5 GPU(s) per task" in Execution(address="auto", gpus_per_task=0.5).describe()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--workers", "0"], "--workers takes an integer >= 1, got '0'"),
+    (["--workers", "two"], "--workers takes an integer >= 1, got 'two'"),
+    (["--gpus-per-task", "0"], "--gpus-per-task takes a number > 0"),
+    (["--gpus-per-task", "1"], "--gpus-per-task needs --workers or --address"),
+    (["--workers", "2", "--address", "auto"], "not allowed with argument"),
+])
+def test_the_cli_refuses_bad_runner_options_in_one_line(tmp_path, flags, message):
+    done = subprocess.run([sys.executable, "-m", "lslib", "reproduce", "mnist-linear", "--quick",
+                           "--synthetic", "--out", str(tmp_path / "r.csv"), *flags], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "r.csv").exists()
+
+
+_TINY = dict(setups=("mnist-linear",), methods=("ALS",), alphas=(0.1,), baselines=("natural",),
+             attacks=("clean", "FGSM"), eps=(0.1,), quick=True, data_source="synthetic",
+             n_test=16)
+
+
+def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tmp_path):
+    sweep = Sweep(**_TINY)
+    out = tmp_path / "r.csv"
+    kw = dict(cache=tmp_path / "cache", device="cpu", progress=False)
+    reference = run_sweep(sweep, out, **kw)
+    journal = out.with_name("r.csv.journal.jsonl")
+    lines = journal.read_text().splitlines()
+    entry = json.loads(lines[1])
+    damaged = [lines[0], "{not json", json.dumps([1, 2]),
+               json.dumps({**entry, "row": {**entry["row"], "accuracy": "high"}}), *lines[2:]]
+    journal.write_text("\n".join(damaged) + "\n")
+    meta = out.with_name("r.csv.meta.json")
+    meta.write_text("[1, 2")
+    warnings: list[str] = []
+    again = run_sweep(sweep, out, **kw, log=warnings.append)
+    assert len(warnings) == 2
+    assert any("3 damaged line(s) set aside in r.csv.journal.jsonl.damaged" in w
+               and "line 2, not JSON" in w for w in warnings)
+    assert any("r.csv.meta.json is damaged" in w for w in warnings)
+    aside = [json.loads(x) for x in (tmp_path / "r.csv.journal.jsonl.damaged").read_text()
+             .splitlines()]
+    assert [a["line"] for a in aside] == [2, 3, 4]
+    assert "row field 'accuracy'" in aside[2]["why"]
+    assert aside[0]["text"] == "{not json"  # kept for inspection
+    assert len(list(tmp_path.glob("r.csv.meta.json.damaged-*"))) == 1
+    pd.testing.assert_frame_equal(_stable(again), _stable(reference))
+    fresh = json.loads(meta.read_text())
+    assert fresh["sessions"][0]["rows_computed"] == 1  # only the damaged row was redone
+    assert len(read_journal(journal)) == len(reference)
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_model_trained_again(tmp_path):
+    sweep = Sweep(**_TINY)
+    kw = dict(cache=tmp_path / "cache", device="cpu", progress=False)
+    reference = run_sweep(sweep, tmp_path / "a.csv", **kw)
+    first = sorted((tmp_path / "cache").glob("*.pt"))[0]
+    first.write_bytes(first.read_bytes()[:100])
+    warnings: list[str] = []
+    again = run_sweep(sweep, tmp_path / "b.csv", **kw, log=warnings.append)
+    assert len(warnings) == 1 and f"{first} is not a readable model checkpoint" in warnings[0]
+    assert len(list((tmp_path / "cache").glob("*.pt.damaged-*"))) == 1
+    pd.testing.assert_frame_equal(_stable(again), _stable(reference))
