@@ -90,7 +90,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _reproduce(args: argparse.Namespace) -> int:
     from lslib.experiments import SETUPS, OutputBusyError, Sweep, SweepInterrupted, run_sweep
     from lslib.paper_tables import side_by_side
-    from lslib.runner import execution_from_args
+    from lslib.runner import RunnerError, execution_from_args
 
     setups = list(SETUPS) if args.setups == ["all"] else args.setups
     unknown = [s for s in setups if s not in SETUPS]
@@ -125,7 +125,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                           progress=not args.no_progress, command=command,
                           max_rows=args.max_rows, execution=execution,
                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except OutputBusyError as exc:
+    except (OutputBusyError, RunnerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SweepInterrupted as exc:

@@ -880,7 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datetime import datetime, timezone
 
     from lslib.data import load_dataset
-    from lslib.runner import add_execution_arguments, execution_from_args
+    from lslib.runner import RunnerError, add_execution_arguments, execution_from_args
 
     p = argparse.ArgumentParser(
         prog="python -m lslib audit",
@@ -901,7 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "checklist (default: where pyautoattack imports)")
     p.add_argument("--autoattack-iters", type=int, default=100)
     p.add_argument("--data-root", default=None, help="data folder (default: $LSLIB_DATA)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if "
+                   "available; with --workers/--address the tasks choose)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     p.add_argument("--setup", default=None,
                    help="audit the models of this sweep set-up (e.g. mnist-linear) instead")
@@ -913,6 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    here = "cuda" if torch.cuda.is_available() else "cpu"
     if args.setup is not None and args.checkpoint is None:
         if args.out is None:
             p.error("--setup needs --out")
@@ -925,7 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(str(exc))
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         device = "cuda" if execution.gpus_per_task else (
-            "cpu" if execution.distributed else args.device)
+            "cpu" if execution.distributed else args.device or here)
         prov = {**provenance(device), "sources": source_hashes()}  # the code that runs
         t0 = time.perf_counter()
         out = Path(args.out)
@@ -945,7 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.argv[1:] if argv is None else argv)
                 _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0,
                              options, prov)
-        except OutputBusyError as exc:
+        except (OutputBusyError, RunnerError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -959,11 +961,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--eps takes one budget when auditing a checkpoint")
     if (args.source_model is None) != (args.source_checkpoint is None):
         p.error("--source-model and --source-checkpoint go together")
-    model = load_checkpoint(args.model, args.checkpoint, args.device)
-    source = (load_checkpoint(args.source_model, args.source_checkpoint, args.device)
+    device = args.device or here
+    model = load_checkpoint(args.model, args.checkpoint, device)
+    source = (load_checkpoint(args.source_model, args.source_checkpoint, device)
               if args.source_model else None)
     data = load_dataset(args.dataset, "test", args.data_root, limit=args.limit)
-    report = audit(model, data.x.to(args.device), data.y.to(args.device), eps=args.eps[0],
+    report = audit(model, data.x.to(device), data.y.to(device), eps=args.eps[0],
                    source_model=source, square_queries=args.square_queries,
                    use_autoattack=args.autoattack, autoattack_iters=args.autoattack_iters)
     print(report)

@@ -42,10 +42,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MAX_RETRIES", "Execution", "Job", "ModelSpec", "run_jobs"]
+__all__ = ["MAX_RETRIES", "Execution", "Job", "ModelSpec", "RunnerError",
+           "add_execution_arguments", "execution_from_args", "run_jobs"]
 
 #: How often Ray re-runs a task whose worker process died (not for exceptions raised by lslib).
 MAX_RETRIES = 3
+
+
+class RunnerError(RuntimeError):
+    """Ray cannot be used as asked (not installed, no cluster at the address)."""
 
 
 @dataclass(frozen=True)
@@ -303,21 +308,25 @@ def start_ray(execution: Execution, log: Callable[[str], None]) -> bool:
     try:
         import ray
     except ImportError:  # pragma: no cover - depends on the environment
-        raise RuntimeError("Ray is not installed: pip install 'lslib[cluster]' (or drop "
-                           "--workers/--address to run in one process)") from None
+        raise RunnerError("Ray is not installed: pip install 'lslib[cluster]' (or drop "
+                          "--workers/--address to run in one process)") from None
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   logging_level="ERROR")
     if execution.workers is not None:
+        # Ray nices its workers to 15 by default; a local Ray is the user's foreground job, so
+        # its workers get the priority a one-process run has
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=execution.workers, **kwargs)
     else:
         try:
             ray.init(address=execution.address, **kwargs)
-        except ConnectionError as exc:
-            raise RuntimeError(f"cannot join the Ray cluster at {execution.address!r}: {exc} "
-                               "(start one with `ray start --head`)") from None
+        except (ConnectionError, ValueError) as exc:
+            raise RunnerError(f"cannot join the Ray cluster at {execution.address!r}: "
+                              f"{str(exc).splitlines()[0]} (start one with `ray start --head`)"
+                              ) from None
     log(f"runner: {execution.describe()}")
     return True
 
@@ -440,8 +449,12 @@ def execution_from_args(args: Any) -> Execution:
     """The :class:`Execution` of parsed :func:`add_execution_arguments` options (ValueError with
     the flags' names when they do not fit together)."""
     gpus = args.gpus_per_task or 0.0
-    if gpus and args.workers is None and args.address is None:
+    distributed = args.workers is not None or args.address is not None
+    if gpus and not distributed:
         raise ValueError("--gpus-per-task needs --workers or --address (in one process, use "
                          "--device cuda)")
+    if distributed and getattr(args, "device", None) not in (None, "cpu"):
+        raise ValueError("--device is for one process; with --workers or --address the tasks "
+                         "run on the CPU, or on GPUs with --gpus-per-task")
     return Execution(workers=args.workers, address=args.address, gpus_per_task=gpus,
                      threads=getattr(args, "threads", None))

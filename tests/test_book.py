@@ -202,7 +202,8 @@ def _prose_numbers(markdown: str) -> list[str]:
     return re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])", text)
 
 
-@pytest.mark.parametrize("src", [*PAIRED_MD, BOOK / "intro.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize("src", [*PAIRED_MD, BOOK / "intro.md", BOOK / "cluster.md"],
+                         ids=lambda p: p.name)
 def test_no_hand_typed_numbers_in_the_prose(src: Path):
     """Numbers in the prose come from the chapter through myst_nb glue (or are maths)."""
     nb = jupytext.read(src) if src in PAIRED_MD else None

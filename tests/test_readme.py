@@ -20,3 +20,17 @@ def test_readme_example_trains_one_step():
     loss = ns["loss"]
     assert loss.ndim == 0 and bool(loss.isfinite())
     assert len(blocks[0].strip().splitlines()) <= 8
+
+
+def test_the_readmes_reproduce_commands_parse():
+    """Every `python -m lslib reproduce ...` line of the README is a valid command today."""
+    import shlex
+
+    from lslib.__main__ import build_parser
+
+    lines = [ln.split("#")[0].strip() for ln in README.read_text().splitlines()
+             if ln.startswith("python -m lslib reproduce")]
+    assert len(lines) >= 5
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[3:])
+        assert args.command == "reproduce", line

@@ -276,6 +276,7 @@ def test_execution_threads_and_description():
     (["--gpus-per-task", "0"], "--gpus-per-task takes a number > 0"),
     (["--gpus-per-task", "1"], "--gpus-per-task needs --workers or --address"),
     (["--workers", "2", "--address", "auto"], "not allowed with argument"),
+    (["--workers", "2", "--device", "cuda"], "--device is for one process"),
 ])
 def test_the_cli_refuses_bad_runner_options_in_one_line(tmp_path, flags, message):
     done = subprocess.run([sys.executable, "-m", "lslib", "reproduce", "mnist-linear", "--quick",
@@ -333,3 +334,15 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_model_trained_again(tmp_path)
     assert len(warnings) == 1 and f"{first} is not a readable model checkpoint" in warnings[0]
     assert len(list((tmp_path / "cache").glob("*.pt.damaged-*"))) == 1
     pd.testing.assert_frame_equal(_stable(again), _stable(reference))
+
+
+def test_one_progress_bar_counts_the_whole_sweep_with_the_rows_in_flight(tmp_path, capsys):
+    sweep = Sweep(**_TINY)
+    run_sweep(sweep, tmp_path / "r.csv", cache=tmp_path / "cache", device="cpu", progress=True)
+    err = capsys.readouterr().err
+    total = len(sweep.rows())
+    assert "sweep: 100%" in err and f"{total}/{total}" in err
+    assert "in flight 1: ALS 0.1 paper clean" in err
+    # resumed: the bar starts at the rows already done
+    run_sweep(sweep, tmp_path / "r.csv", cache=tmp_path / "cache", device="cpu", progress=True)
+    assert f"{total}/{total}" in capsys.readouterr().err
