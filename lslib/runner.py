@@ -62,6 +62,8 @@ class Execution:
     no Ray. ``gpus_per_task``: GPUs Ray gives each task (fractions share a GPU); the tasks then
     run on ``cuda``. ``cpus_per_task``: CPUs Ray reserves per task. ``threads``: torch threads
     in each task (default: ``cpus_per_task`` under Ray, torch's own default embedded).
+    ``keep_freed_memory``: the Ray workers' C allocator keeps freed memory
+    (:func:`lslib.allocator.keep_freed_memory`), as the command line does for its own process.
     """
 
     workers: int | None = None
@@ -69,6 +71,7 @@ class Execution:
     gpus_per_task: float = 0.0
     cpus_per_task: float = 1.0
     threads: int | None = None
+    keep_freed_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.workers is not None and (isinstance(self.workers, bool)
@@ -153,6 +156,7 @@ class _Where:
     device: str | None  # embedded: the device; Ray: None (cpu, or cuda with GPUs)
     threads: int | None
     progress: bool  # training bars (embedded only)
+    keep_freed_memory: bool = False  # set the worker's allocator before its first task
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,8 +170,17 @@ def _task_device(where: _Where) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_ALLOCATOR_SET = False
+
+
 @contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def _threads(n: int | None, where: _Where | None = None) -> Iterator[None]:
+    """torch on ``n`` threads (None: as it is) for the block; the allocator as ``where`` says."""
+    global _ALLOCATOR_SET
+    if where is not None and where.keep_freed_memory and not _ALLOCATOR_SET:
+        from lslib.allocator import keep_freed_memory
+
+        _ALLOCATOR_SET = keep_freed_memory()
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -182,7 +195,7 @@ def train_task(spec: ModelSpec, where: _Where) -> tuple[dict[str, torch.Tensor],
     from lslib.experiments import SETUPS, train_fresh
 
     device = _task_device(where)
-    with _threads(where.threads):
+    with _threads(where.threads, where):
         model, record = train_fresh(SETUPS[spec.setup], spec.config, device=device,
                                     data_root=where.data_root, download=where.download,
                                     progress=where.progress)
@@ -205,7 +218,7 @@ def job_task(job: Job, where: _Where, *states: dict[str, torch.Tensor]) -> tuple
     from lslib.experiments import device_name
 
     device = _task_device(where)
-    with _threads(where.threads):
+    with _threads(where.threads, where):
         models = [build_trained(s, st, device) for s, st in zip(job.models, states, strict=True)]
         return job.fn(models, device, **job.kwargs), device_name(device)
 
@@ -273,7 +286,7 @@ def run_jobs(jobs: Sequence[Job], on_result: OnResult, *, execution: Execution |
         raise ValueError("with Ray, ask for GPUs with gpus_per_task (--gpus-per-task), "
                          "not device='cuda'")
     where = _Where(root, download, None if execution.gpus_per_task else "cpu",
-                   execution.task_threads(), False)
+                   execution.task_threads(), False, execution.keep_freed_memory)
     return _run_ray(jobs, on_result, store, where, execution, log, on_event)
 
 
@@ -456,5 +469,7 @@ def execution_from_args(args: Any) -> Execution:
     if distributed and getattr(args, "device", None) not in (None, "cpu"):
         raise ValueError("--device is for one process; with --workers or --address the tasks "
                          "run on the CPU, or on GPUs with --gpus-per-task")
+    # the command line's own process keeps freed memory (lslib.__main__.entry_point): so do the
+    # processes that run its tasks
     return Execution(workers=args.workers, address=args.address, gpus_per_task=gpus,
-                     threads=getattr(args, "threads", None))
+                     threads=getattr(args, "threads", None), keep_freed_memory=True)

@@ -8,6 +8,7 @@ count changes the order of floating-point sums, see lslib.train).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -86,19 +87,30 @@ def reference(tmp_path_factory, data_root):
     return table, time.monotonic() - start
 
 
+def _cmdline(pid: int | str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:  # gone meanwhile
+        return b""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _new_ray_processes(before: set[int]) -> set[int]:
+    """Ray processes started since ``before`` was taken, less the new workers of a cluster that
+    was already there (the tests' shared one)."""
+    return {p for p in _ray_processes() - before if _ppid(p) not in before}
+
+
 def _ray_processes() -> set[int]:
-    """Pids of Ray's own processes (not the test's cluster: that one is started by pytest)."""
-    found = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"ray/core/src/ray" in cmd or cmd.startswith(b"ray::"):
-            found.add(int(pid))
-    return found
+    """Pids of Ray's processes: its servers and its workers."""
+    return {int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+            and (b"ray/core/src/ray" in (cmd := _cmdline(pid)) or cmd.startswith(b"ray::"))}
 
 
 def test_workers_2_gives_the_one_process_table_and_leaves_no_process(tmp_path, data_root,
@@ -116,9 +128,30 @@ def test_workers_2_gives_the_one_process_table_and_leaves_no_process(tmp_path, d
     assert session["models_trained"] == 5 and session["rows_computed"] == N_ROWS
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 5  # written by the driver
     deadline = time.monotonic() + 30
-    while _ray_processes() - before and time.monotonic() < deadline:
+    while _new_ray_processes(before) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _ray_processes() - before, "the local Ray outlived its driver"
+    assert not _new_ray_processes(before), "the local Ray outlived its driver"
+
+
+def test_kill_9_of_a_workers_driver_leaves_no_ray_process(tmp_path, data_root):
+    before = _ray_processes()
+    proc = subprocess.Popen(_cli(tmp_path / "r.csv", tmp_path / "cache", data_root, "--workers",
+                                 "2"), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + TIMEOUT
+    while not any(_cmdline(p).startswith(b"ray::") for p in _new_ray_processes(before)):
+        assert proc.poll() is None and time.monotonic() < deadline, "no Ray worker started"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=TIMEOUT)
+    deadline = time.monotonic() + 60
+    while _new_ray_processes(before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _new_ray_processes(before)
+    for pid in left:  # do not leave them to the next test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, "the local Ray outlived its driver's kill -9"
 
 
 def test_kill_9_of_the_driver_three_times_then_resume(tmp_path, data_root, reference,
@@ -154,13 +187,10 @@ def test_a_worker_killed_mid_task_is_retried_and_the_table_is_the_same(tmp_path,
     deadline = time.monotonic() + TIMEOUT
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         for pid in os.listdir("/proc"):
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
+            cmd = _cmdline(pid) if pid.isdigit() else b""
             if cmd.startswith((b"ray::train_task", b"ray::job_task")):
                 os.kill(int(pid), signal.SIGKILL)
-                killed = cmd.split(b"\0")[0].decode()
+                killed = cmd.split()[0].decode()
                 break
         time.sleep(0.05)
     _, err = proc.communicate(timeout=TIMEOUT)
