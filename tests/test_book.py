@@ -44,8 +44,9 @@ def _toc_files() -> list[str]:
     return files
 
 
-def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells]
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...], str]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", [])),
+             json.dumps(c.metadata.get("mystnb", {}), sort_keys=True)) for c in nb.cells]
 
 
 # ------------------------------------------------------------------------------------------------
