@@ -163,7 +163,7 @@ def demo_box(*objects: Any, what: str):
         elif hasattr(obj, "to_html"):
             parts.append(obj.to_html())
         else:
-            parts.append(f"<p>{html.escape(str(obj))}</p>")
+            parts.append(f"<pre>{html.escape(str(obj))}</pre>")
     return HTML(_box_html("caution lslib-demo", "Live demo at reduced size", "".join(parts)))
 
 
