@@ -320,3 +320,18 @@ def test_browser_check_reads_the_toc_and_the_colab_prefix():
     assert path_to_book == ""
     for docname in ("book/framework", "book/fading_gaussian"):
         assert docname in browser_check.toc_docnames(ROOT / "_toc.yml")
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance: every experiment chapter opens with the box (the browser check sees it rendered)
+# ------------------------------------------------------------------------------------------------
+EXPERIMENT_CHAPTERS = ["attacks", "logit_squeezing", "tables", "robustness"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_CHAPTERS)
+def test_experiment_chapters_open_with_a_provenance_box(name: str):
+    text = (BOOK / f"{name}.md").read_text()
+    opening = text.split("\n## ", 1)[0]  # everything before the first section
+    assert "```{glue:} provenance" in opening or "provenance_box(" in opening, (
+        f"{name}.md: no provenance box before its first section")
+    assert "provenance_box(" in text, f"{name}.md never builds its provenance box"
