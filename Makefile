@@ -53,7 +53,7 @@ pytest: $(STAMP)
 # execute.timeout). Live ipywidgets cells are tagged skip-execution and not run (headless, they
 # can stall the notebook client forever, cf. jupyter/nbclient#312); hidden cells run their
 # functions instead. tests/test_book.py guards both.
-NB_TIMEOUT := 600
+NB_TIMEOUT := 1200
 notebooks: $(STAMP)
 	$(VENV)/bin/pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) -n 2 book/*.ipynb
 

@@ -172,7 +172,7 @@ def _makefile_var(name: str) -> str:
     return m.group(1)
 
 
-MAX_CELL_SECONDS = 900
+MAX_CELL_SECONDS = 1800
 
 
 def test_every_cell_is_bounded_in_make_book_and_make_test():
