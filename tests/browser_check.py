@@ -20,7 +20,15 @@ internet. The built HTML is served from 127.0.0.1. For every page it checks:
 - on chapters built from a notebook, the Colab button opens that notebook from the repository and
   branch of ``_config.yml``, and the notebook exists;
 - every Altair chart rendered, and moving each of its sliders (and dropdowns) changes the figure;
-  the pages named by ``--slider-pages`` must have at least one such slider.
+  the pages named by ``--slider-pages`` must have at least one such slider;
+- readability: nothing runs off the right edge of the text column (no horizontal overflow of the
+  page, and no table, image, chart or output wider than the column, scrolled or not); no chart
+  legend drawn over plotted marks (Altair charts, whose marks the browser can see; matplotlib
+  legends are checked when the figure is drawn, by ``lslib.book``); every figure (an image or a
+  chart in a cell's output) sits in a numbered figure with a caption;
+- the pages named by ``--experiment-pages`` open with a provenance box (``.lslib-provenance``,
+  before the first section) that gives the data size, epochs, device, wall time and commit of the
+  run whose numbers the page shows.
 
 A full-page screenshot of each page goes to ``--screenshots`` (taken before the sliders move).
 Prints one line per page and a closing ``N passed, M failed``; exits 1 on any failure.
@@ -202,6 +210,91 @@ JS_INSPECT = r"""
 }
 """
 
+JS_LAYOUT = r"""
+() => {
+  const out = {overflow: [], legends: [], uncaptioned: [], provenance: null};
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth + 1) {
+    out.overflow.push(`the page scrolls sideways (${root.scrollWidth} px in ${root.clientWidth})`);
+  }
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  if (!article) return out;
+  const style = getComputedStyle(article);
+  const box = article.getBoundingClientRect();
+  const left = box.left + parseFloat(style.paddingLeft);
+  const right = box.right - parseFloat(style.paddingRight);
+  const describe = (el) => {
+    const fig = el.closest('figure');
+    const cap = fig && fig.querySelector('figcaption');
+    const where = cap ? cap.innerText.slice(0, 50) :
+      (el.closest('section[id]') ? '#' + el.closest('section[id]').id : '');
+    return `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''} (${where})`;
+  };
+  // what a reader must see whole: tables, images, charts, outputs, maths
+  const wide = 'table, img, svg.marks, canvas, .cell_output, .output, figure, ' +
+               '[id^="altair-viz-"], mjx-container[display="true"], .admonition';
+  for (const el of article.querySelectorAll(wide)) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.right > right + 1 || r.left < left - 1) {
+      out.overflow.push(`${describe(el)} is ${Math.round(r.width)} px wide, ` +
+                        `the text column ${Math.round(right - left)} px`);
+    }
+  }
+  // content hidden behind a sideways scroll bar (a table in a scrolling wrapper, a wide output)
+  for (const el of article.querySelectorAll('*')) {
+    if (el.closest('.cell_input, div.highlight, pre, mjx-container, nav')) continue;
+    const ox = getComputedStyle(el).overflowX;
+    if ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1) {
+      out.overflow.push(`${describe(el)} scrolls sideways (${el.scrollWidth} px in ` +
+                        `${el.clientWidth})`);
+    }
+  }
+  // Altair legends over plotted marks
+  const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 &&
+                            Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  document.querySelectorAll('[id^="altair-viz-"] svg.marks').forEach((svg, c) => {
+    const legends = Array.from(svg.querySelectorAll('g.role-legend')).map(
+        g => g.getBoundingClientRect()).filter(r => r.width > 0);
+    const marks = Array.from(svg.querySelectorAll('g.role-mark > *'))
+      .filter(g => !g.closest('g.role-legend, g.role-axis, g.role-title'))
+      .map(g => g.getBoundingClientRect()).filter(r => r.width > 0 || r.height > 0);
+    for (const lg of legends) {
+      if (marks.some(m => overlap(lg, m))) {
+        out.legends.push(`chart ${c}: a legend is drawn over the plotted marks`);
+        break;
+      }
+    }
+  });
+  // figures: every image or chart of a cell output in a numbered, captioned figure
+  const figs = article.querySelectorAll(
+      '.cell_output img, .cell_output [id^="altair-viz-"], figure img, figure [id^="altair-viz-"]');
+  for (const el of figs) {
+    if (el.parentElement.closest('[id^="altair-viz-"]')) continue;
+    const fig = el.closest('figure');
+    const cap = fig && fig.querySelector('figcaption');
+    const number = cap && cap.querySelector('.caption-number');
+    if (!cap || !number || cap.innerText.replace(number.innerText, '').trim().length < 10) {
+      const sec = el.closest('section[id]');
+      out.uncaptioned.push(`${el.tagName.toLowerCase()} in ${sec ? '#' + sec.id : 'the page'}`);
+    }
+  }
+  // the provenance box: before the first section of the chapter
+  const prov = article.querySelector('.lslib-provenance');
+  if (prov) {
+    const firstSection = article.querySelector('section section');
+    out.provenance = {
+      text: prov.innerText,
+      first: !firstSection ||
+             !!(prov.compareDocumentPosition(firstSection) & Node.DOCUMENT_POSITION_FOLLOWING),
+    };
+  }
+  return out;
+}
+"""
+
+PROVENANCE_FIELDS = ("data", "epochs", "device", "wall time", "commit")
+
 JS_CONTROLS = """
 () => Array.from(document.querySelectorAll('[id^="altair-viz-"]')).map((chart, c) =>
   Array.from(chart.querySelectorAll('.vega-bind input[type=range], .vega-bind select')).map(
@@ -268,7 +361,7 @@ def check_links(report: PageReport, links: list[dict], base: str, html: Path) ->
 
 def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[str],
                colab_prefix: str, path_to_book: str, shots: Path, slider_required: bool,
-               network: list[str]) -> PageReport:
+               network: list[str], experiment: bool = False) -> PageReport:
     report = PageReport(rel)
     js_errors: list[str] = []
     page.on("pageerror", lambda exc: js_errors.append(f"JavaScript error: {exc}"))
@@ -325,6 +418,24 @@ def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[s
         if not repo_file.is_file():
             report.fail(f"the Colab button opens {docname}.ipynb, which is not in the repository")
 
+    layout = page.evaluate(JS_LAYOUT)
+    for text in layout["overflow"]:
+        report.fail(f"wider than the text column: {text}")
+    for text in layout["legends"]:
+        report.fail(text)
+    for text in layout["uncaptioned"]:
+        report.fail(f"a figure without a number and a caption: {text}")
+    if experiment:
+        prov = layout["provenance"]
+        if prov is None:
+            report.fail("no provenance box (.lslib-provenance) on an experiment chapter")
+        else:
+            if not prov["first"]:
+                report.fail("the provenance box does not open the chapter")
+            missing = [f for f in PROVENANCE_FIELDS if f not in prov["text"].lower()]
+            if missing:
+                report.fail(f"the provenance box does not give: {', '.join(missing)}")
+
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")] + ".png")),
                     full_page=True)
@@ -369,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                                                           "book/logit_squeezing", "book/attacks",
                                                           "book/tables", "book/robustness"],
                     help="docnames that must have at least one working slider")
+    ap.add_argument("--experiment-pages", nargs="*",
+                    default=["book/attacks", "book/logit_squeezing", "book/tables",
+                             "book/robustness"],
+                    help="docnames that must open with a provenance box")
     ap.add_argument("--chromium", default=CHROMIUM)
     args = ap.parse_args(argv)
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
@@ -396,9 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     for page_html in pages:
         if page_html not in toc_pages and page_html not in AUXILIARY_PAGES:
             general.fail(f"{page_html} was built but is not in _toc.yml (not in the navigation)")
-    for docname in args.slider_pages:
+    for docname in [*args.slider_pages, *args.experiment_pages]:
         if f"{docname}.html" not in toc_pages:
-            general.fail(f"--slider-pages names {docname}, which is not in _toc.yml")
+            general.fail(f"--slider-pages/--experiment-pages name {docname}, not in _toc.yml")
 
     server, base = serve(html)
     start = time.monotonic()
@@ -438,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     report = check_page(
                         page, f"{base}/{rel}", rel, html, base, toc_pages, colab_prefix,
-                        path_to_book, args.screenshots, rel[:-5] in args.slider_pages, network)
+                        path_to_book, args.screenshots, rel[:-5] in args.slider_pages, network,
+                        experiment=rel[:-5] in args.experiment_pages)
                 except Exception as exc:  # a page that cannot even be checked fails
                     report = PageReport(rel, [f"could not check the page: {exc!r}"])
                 finally:

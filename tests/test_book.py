@@ -44,8 +44,9 @@ def _toc_files() -> list[str]:
     return files
 
 
-def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells]
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...], str]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", [])),
+             json.dumps(c.metadata.get("mystnb", {}), sort_keys=True)) for c in nb.cells]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,6 +109,89 @@ def test_every_chapter_page_is_built_from_its_notebook():
         md = (ROOT / f).with_suffix(".md")
         if md in PAIRED_MD:
             assert md.with_suffix(".ipynb").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# headless execution: live widgets are never run, every cell is bounded
+# ------------------------------------------------------------------------------------------------
+# A cell that opens ipywidgets (interact, interact_manual, interactive, a widget displayed)
+_WIDGET = re.compile(r"\b(?:interact|interact_manual|interactive)\s*\(|^\s*(?:import|from)\s+"
+                     r"ipywidgets\b|\bwidgets\.[A-Z]\w*\(|display\(\s*widgets", re.M)
+_INTERACTED = re.compile(r"\b(?:interact|interact_manual|interactive)\s*\(\s*(\w+)")
+
+
+def opens_widgets(source: str) -> bool:
+    return bool(_WIDGET.search(source))
+
+
+def _code_cells(path: Path):
+    return [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+
+
+def test_the_widget_finder_sees_live_widgets_and_nothing_else():
+    assert opens_widgets("import ipywidgets as widgets")
+    assert opens_widgets("widgets.interact(explore, d=widgets.IntSlider(value=1));")
+    assert opens_widgets("interact_manual(live, eps=(0.0, 0.5))")
+    assert opens_widgets("display(widgets.VBox([a, b]))")
+    assert opens_widgets("s = widgets.FloatSlider(value=0.1)")
+    assert not opens_widgets("def explore(d=10):\n    plt.show()")
+    assert not opens_widgets("alt.param(bind=alt.binding_range(min=0, max=1))")
+    assert not opens_widgets("# the interactive chart below")
+    assert _INTERACTED.findall("widgets.interact_manual(\n    live, a=1)") == ["live"]
+
+
+@pytest.mark.parametrize("src", [*NOTEBOOKS, *PAIRED_MD], ids=_ids([*NOTEBOOKS, *PAIRED_MD]))
+def test_live_widget_cells_are_not_executed_by_headless_builds(src: Path):
+    """The cause of the `make book` hang (jupyter/nbclient#312, ipykernel 7): a live ipywidgets
+    cell with matplotlib inside can stall the headless notebook client forever. myst-nb and nbmake
+    both skip cells tagged skip-execution."""
+    for i, cell in enumerate(_code_cells(src)):
+        if opens_widgets(cell.source):
+            assert "skip-execution" in cell.metadata.get("tags", []), (
+                f"{src.name}: code cell {i} opens ipywidgets but is not tagged skip-execution")
+
+
+@pytest.mark.parametrize("src", PAIRED_MD, ids=_ids(PAIRED_MD))
+def test_the_function_of_every_live_widget_runs_in_an_executed_cell(src: Path):
+    """A skipped widget cell is not tested by the build: its function is called directly."""
+    cells = _code_cells(src)
+    executed = [c.source for c in cells if "skip-execution" not in c.metadata.get("tags", [])]
+    for cell in cells:
+        if "skip-execution" not in cell.metadata.get("tags", []):
+            continue
+        for name in _INTERACTED.findall(cell.source):
+            call = re.compile(rf"(?<!def )\b{name}\(")
+            assert any(call.search(s) for s in executed), (
+                f"{src.name}: {name}() is only run by a skipped widget cell; call it in a cell "
+                "the build executes")
+
+
+def _makefile_var(name: str) -> str:
+    m = re.search(rf"^{name}\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert m, f"{name} is not set in the Makefile"
+    return m.group(1)
+
+
+MAX_CELL_SECONDS = 1800
+
+
+def test_every_cell_is_bounded_in_make_book_and_make_test():
+    timeout = CONFIG["execute"]["timeout"]
+    assert isinstance(timeout, int) and 0 < timeout <= MAX_CELL_SECONDS, (
+        f"_config.yml execute.timeout is {timeout!r}: a cell could run unbounded")
+    assert int(_makefile_var("NB_TIMEOUT")) == timeout, "make test and make book disagree"
+    makefile = (ROOT / "Makefile").read_text()
+    nbmake = [line for line in makefile.splitlines() if "--nbmake" in line]
+    assert nbmake and all("--nbmake-timeout=$(NB_TIMEOUT)" in line for line in nbmake)
+    assert "--reruns" not in makefile, "a re-run hides a stall instead of curing it"
+    for nb_path in NOTEBOOKS:  # nbmake honours a notebook's own execution.timeout
+        meta = json.loads(nb_path.read_text())["metadata"]
+        own = meta.get("execution", {}).get("timeout")
+        assert own is None or 0 < own <= MAX_CELL_SECONDS, (nb_path.name, own)
+    for md in PAIRED_MD:  # myst-nb honours a page's own mystnb execution_timeout
+        front = yaml.safe_load(md.read_text().split("---\n")[1])
+        own = (front.get("mystnb") or {}).get("execution_timeout")
+        assert own is None or 0 < own <= MAX_CELL_SECONDS, (md.name, own)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,3 +321,18 @@ def test_browser_check_reads_the_toc_and_the_colab_prefix():
     assert path_to_book == ""
     for docname in ("book/framework", "book/fading_gaussian"):
         assert docname in browser_check.toc_docnames(ROOT / "_toc.yml")
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance: every experiment chapter opens with the box (the browser check sees it rendered)
+# ------------------------------------------------------------------------------------------------
+EXPERIMENT_CHAPTERS = ["attacks", "logit_squeezing", "tables", "robustness"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_CHAPTERS)
+def test_experiment_chapters_open_with_a_provenance_box(name: str):
+    text = (BOOK / f"{name}.md").read_text()
+    opening = text.split("\n## ", 1)[0]  # everything before the first section
+    assert "```{glue:} provenance" in opening or "provenance_box(" in opening, (
+        f"{name}.md: no provenance box before its first section")
+    assert "provenance_box(" in text, f"{name}.md never builds its provenance box"

@@ -1,0 +1,251 @@
+"""Display helpers for the book's chapters: provenance boxes, reduced-size demo boxes, and figure
+styling (legends outside the data, checked). Nothing here computes a result.
+
+The chapters import this module, so it needs matplotlib and IPython (the ``book`` extra) only when
+a function that draws or displays is called.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PROVENANCE_FIELDS",
+    "audit_provenance",
+    "demo_box",
+    "legend_below",
+    "legend_overlaps",
+    "live_provenance",
+    "provenance_box",
+    "repository_commit",
+    "sweep_provenance",
+]
+
+# What every provenance box gives, in this order (tests/browser_check.py looks for these words).
+PROVENANCE_FIELDS = ("data", "epochs", "device", "wall time", "commit")
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance
+# ------------------------------------------------------------------------------------------------
+def repository_commit(root: str | Path | None = None) -> str:
+    """The short commit of the repository around ``root`` (``+`` when lslib has uncommitted
+    changes), or ``"unknown"`` outside a git checkout."""
+    cwd = Path(root) if root is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=cwd, timeout=10,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."],
+                               cwd=Path(__file__).resolve().parent, timeout=10,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
+def _minutes(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "not recorded"
+    return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds:.0f} s"
+
+
+def _commits(values: Iterable[str]) -> str:
+    return ", ".join(sorted({str(v)[:7] for v in values}))
+
+
+def sweep_provenance(meta_files: Mapping[str, str | Path], results: Any) -> dict[str, str]:
+    """The provenance of ``python -m lslib reproduce`` tables: ``meta_files`` maps a set-up name
+    to its ``.csv.meta.json``, ``results`` is the concatenated table (a DataFrame with the
+    runner's columns ``setup``, ``protocol``, ``n``, ``model_key``, ``train_seconds``)."""
+    from lslib.experiments import SETUPS
+
+    sessions = {name: json.loads(Path(path).read_text())["sessions"]
+                for name, path in meta_files.items()}
+    quick = any(s["sweep"].get("quick") for ss in sessions.values() for s in ss)
+    data, epochs, wall = [], [], []
+    for name, ss in sessions.items():
+        rows = results[results["setup"] == name]
+        n_test = sorted({int(v) for v in rows["n"].dropna()})
+        setup = SETUPS[name]
+        limit = {s["sweep"].get("n_test") for s in ss}
+        data.append(f"{setup.table_name}: the full {setup.dataset.upper()} training set"
+                    f"{' (quick slice)' if quick else ''}; the first "
+                    f"{' / '.join(f'{n:,}' for n in n_test)} test images"
+                    + ("" if limit == {None} else f" (limit {limit})"))
+        epochs.append(f"{setup.table_name}: {1 if quick else setup.epochs}")
+        attack_s = sum(float(s["wall_seconds"]) for s in ss)
+        train_s = float(rows.drop_duplicates("model_key")["train_seconds"].sum())
+        wall.append(f"{setup.table_name}: {_minutes(train_s)} training "
+                    f"({rows['model_key'].nunique()} models), {_minutes(attack_s)} attacks")
+    devices = sorted({s["device"] for ss in sessions.values() for s in ss})
+    commit = _commits(s["git_commit"] for ss in sessions.values() for s in ss)
+    dirty = any(s.get("git_dirty") for ss in sessions.values() for s in ss)
+    return {"data": "; ".join(data), "epochs": "; ".join(epochs), "device": ", ".join(devices),
+            "wall time": "; ".join(wall),
+            "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+            "size": "reduced (quick mode)" if quick else "full"}
+
+
+def audit_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The provenance of ``python -m lslib audit --setup`` (its ``.csv.meta.json``)."""
+    from lslib.experiments import SETUPS
+
+    options = meta["options"]
+    setup = SETUPS[options["setup"]]
+    quick = bool(options.get("quick"))
+    return {"data": (f"models trained on the full {setup.dataset.upper()} training set; the "
+                     f"first {int(options['n']):,} test images"),
+            "epochs": f"{1 if quick else setup.epochs} ({setup.table_name} sweep's models)",
+            "device": str(meta["device"]),
+            "wall time": _minutes(float(meta["wall_seconds"])) + " (the audit, models cached)",
+            "commit": str(meta["git_commit"])[:7]
+            + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
+            "size": "reduced (quick mode)" if quick else "full"}
+
+
+def live_provenance(*, data: str, epochs: int | str, device: str, seconds: float,
+                    quick: bool) -> dict[str, str]:
+    """The provenance of what a chapter computes while it is built (or run in Jupyter)."""
+    return {"data": data, "epochs": str(epochs), "device": device,
+            "wall time": _minutes(seconds) + " (this page's run)",
+            "commit": repository_commit(),
+            "size": "reduced (quick mode)" if quick else "full"}
+
+
+def _box_html(kind: str, title: str, body: str) -> str:
+    return (f'<div class="admonition {kind}"><p class="admonition-title">{html.escape(title)}'
+            f"</p>{body}</div>")
+
+
+def provenance_box(fields: Mapping[str, str], *, source: str, note: str = ""):
+    """A box that opens an experiment chapter: where its numbers come from.
+
+    A full-size run is a plain note; a reduced one is labelled a live demo at reduced size.
+    """
+    from IPython.display import HTML
+
+    full = fields.get("size") == "full"
+    title = ("Provenance: a committed full-size run" if full else
+             "Provenance: Live demo at reduced size")
+    items = "".join(f"<li><strong>{html.escape(k)}</strong>: {html.escape(str(fields[k]))}</li>"
+                    for k in PROVENANCE_FIELDS)
+    body = f"<p>The numbers on this page come from {html.escape(source)}.</p><ul>{items}</ul>"
+    if note:
+        body += f"<p>{html.escape(note)}</p>"
+    kind = "note lslib-provenance" if full else "caution lslib-provenance lslib-demo"
+    return HTML(_box_html(kind, title, body))
+
+
+def demo_box(*objects: Any, what: str):
+    """Display ``objects`` (DataFrames, Stylers, matplotlib figures, strings) inside a box labelled
+    "Live demo at reduced size", so that no reduced number is read as a result."""
+    import base64
+    import io
+
+    from IPython.display import HTML
+
+    parts = [f"<p>{html.escape(what)}</p>"]
+    for obj in objects:
+        if hasattr(obj, "savefig"):
+            buf = io.BytesIO()
+            obj.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            data = base64.b64encode(buf.getvalue()).decode()
+            parts.append(f'<img alt="{html.escape(what)}" style="max-width: 100%" '
+                         f'src="data:image/png;base64,{data}">')
+        elif hasattr(obj, "to_html"):
+            parts.append(obj.to_html())
+        else:
+            parts.append(f"<pre>{html.escape(str(obj))}</pre>")
+    return HTML(_box_html("caution lslib-demo", "Live demo at reduced size", "".join(parts)))
+
+
+# ------------------------------------------------------------------------------------------------
+# figures
+# ------------------------------------------------------------------------------------------------
+def legend_below(fig, ax=None, *, ncol: int = 3, fontsize: float = 8):
+    """One legend for the whole figure, centred below the axes (never over the data).
+
+    The figure must use the constrained layout (``plt.subplots(..., layout="constrained")``),
+    which makes room for it. ``ax`` (default: the first axes with labelled artists) gives the
+    entries. Returns the legend; raises ``ValueError`` if it overlaps plotted data anyway.
+    """
+    axes = [ax] if ax is not None else [a for a in fig.axes
+                                          if a.get_legend_handles_labels()[0]][:1]
+    if not axes:
+        raise ValueError("no axes with labelled artists")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for a in fig.axes:
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol,
+                        frameon=False, fontsize=fontsize)
+    overlaps = legend_overlaps(fig)
+    if overlaps:
+        raise ValueError("; ".join(overlaps))
+    return legend
+
+
+def _display_points(artist) -> np.ndarray:
+    """Display coordinates of what an artist plots: line vertices (with points in between, so that
+    a segment crossing a legend counts), scatter offsets, bar corners."""
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    if isinstance(artist, Line2D):
+        xy = np.column_stack([np.asarray(artist.get_xdata(), float),
+                              np.asarray(artist.get_ydata(), float)])
+        xy = xy[np.isfinite(xy).all(1)]
+        if len(xy) > 1:
+            t = np.linspace(0.0, 1.0, 9)[:-1, None, None]
+            xy = np.concatenate([(xy[:-1] + t * (xy[1:] - xy[:-1])).reshape(-1, 2), xy[-1:]])
+        return artist.get_transform().transform(xy) if len(xy) else np.empty((0, 2))
+    if isinstance(artist, Collection):
+        offsets = np.asarray(artist.get_offsets(), float)
+        if offsets.size == 0 or artist.get_offset_transform() is None:
+            return np.empty((0, 2))
+        return artist.get_offset_transform().transform(offsets)
+    if isinstance(artist, Rectangle):
+        ext = artist.get_window_extent()
+        return np.array([[ext.x0, ext.y0], [ext.x1, ext.y1], [ext.x0, ext.y1], [ext.x1, ext.y0],
+                         [(ext.x0 + ext.x1) / 2, (ext.y0 + ext.y1) / 2]])
+    return np.empty((0, 2))
+
+
+def legend_overlaps(fig) -> list[str]:
+    """Which legends of ``fig`` are drawn over plotted data (lines, markers, bars) of any axes.
+
+    Draws the figure first. A point counts when it lies inside both a legend's box and the axes
+    that plot it (data clipped away by the axes is not drawn).
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [(f"legend of axes {i}", a.get_legend()) for i, a in enumerate(fig.axes)
+               if a.get_legend() is not None]
+    legends += [(f"figure legend {i}", lg) for i, lg in enumerate(fig.legends)]
+    found = []
+    for name, legend in legends:
+        box = legend.get_window_extent(renderer)
+        for i, ax in enumerate(fig.axes):
+            frame = ax.get_window_extent(renderer)
+            for artist in [*ax.lines, *ax.collections, *ax.patches]:
+                if not artist.get_visible():
+                    continue
+                pts = _display_points(artist)
+                inside = ((pts[:, 0] > box.x0) & (pts[:, 0] < box.x1) & (pts[:, 1] > box.y0)
+                          & (pts[:, 1] < box.y1) & (pts[:, 0] >= frame.x0)
+                          & (pts[:, 0] <= frame.x1) & (pts[:, 1] >= frame.y0)
+                          & (pts[:, 1] <= frame.y1))
+                if inside.any():
+                    found.append(f"{name} covers data of axes {i} "
+                                 f"({artist.get_label() or type(artist).__name__})")
+                    break
+    return found

@@ -1,0 +1,147 @@
+"""lslib.book: the provenance and demo boxes the chapters display, and the legend check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lslib import book
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+mpl = pytest.importorskip("matplotlib", reason="the book extra is not installed")
+mpl.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ------------------------------------------------------------------------------------------------
+# legends
+# ------------------------------------------------------------------------------------------------
+def _diagonal(layout=None):
+    fig, ax = plt.subplots(figsize=(4, 3), layout=layout)
+    ax.plot([0, 1], [0, 1], label="y = x")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig, ax
+
+
+def test_a_legend_on_the_line_overlaps_it():
+    fig, ax = _diagonal()
+    ax.legend(loc="center")  # the diagonal passes through the centre
+    assert book.legend_overlaps(fig)
+
+
+def test_a_legend_in_an_empty_corner_does_not():
+    fig, ax = _diagonal()
+    ax.legend(loc="upper left")  # above the diagonal: nothing plotted there
+    assert book.legend_overlaps(fig) == []
+
+
+def test_a_segment_crossing_the_legend_counts_without_a_vertex_inside():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0.5, 0.5], label="flat")  # two vertices, both far from the centre
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="center")
+    assert book.legend_overlaps(fig)
+
+
+def test_scatter_points_and_bars_count():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.scatter([0.5], [0.5], label="a point")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="center")
+    assert book.legend_overlaps(fig)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar([0, 1, 2], [1, 1, 1], label="bars")
+    ax.legend(loc="center")
+    assert book.legend_overlaps(fig)
+
+
+def test_legend_below_puts_one_legend_under_the_axes():
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3), layout="constrained")
+    for ax in axes:
+        ax.plot(np.linspace(0, 1, 50), np.linspace(0, 1, 50) ** 2, label="square")
+        ax.plot(np.linspace(0, 1, 50), np.linspace(0, 1, 50), label="identity")
+        ax.legend(loc="center")
+    legend = book.legend_below(fig, ncol=2)
+    assert all(ax.get_legend() is None for ax in axes)
+    assert fig.legends == [legend]
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    assert box.y1 <= min(ax.get_window_extent().y0 for ax in axes) + 1
+    assert book.legend_overlaps(fig) == []
+
+
+def test_legend_below_needs_labelled_data():
+    fig, ax = plt.subplots(layout="constrained")
+    ax.plot([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="labelled"):
+        book.legend_below(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance
+# ------------------------------------------------------------------------------------------------
+def test_sweep_provenance_reads_the_committed_meta_files():
+    names = ("mnist-linear", "mnist-lenet")
+    table = pd.concat([pd.read_csv(RESULTS / f"{n}.csv").assign(setup=n) for n in names])
+    fields = book.sweep_provenance({n: RESULTS / f"{n}.csv.meta.json" for n in names}, table)
+    sessions = [s for n in names
+                for s in json.loads((RESULTS / f"{n}.csv.meta.json").read_text())["sessions"]]
+    for s in sessions:
+        assert s["git_commit"][:7] in fields["commit"]
+        assert s["device"] in fields["device"]
+    assert fields["size"] == ("full" if not any(s["sweep"]["quick"] for s in sessions)
+                              else "reduced (quick mode)")
+    assert set(book.PROVENANCE_FIELDS) <= set(fields)
+    assert f"{int(table['n'].max()):,}" in fields["data"]
+
+
+def test_sweep_provenance_labels_a_quick_sweep_reduced(tmp_path):
+    meta = json.loads((RESULTS / "mnist-linear.csv.meta.json").read_text())
+    meta["sessions"][0]["sweep"]["quick"] = True
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    table = pd.read_csv(RESULTS / "mnist-linear.csv").assign(setup="mnist-linear")
+    fields = book.sweep_provenance({"mnist-linear": tmp_path / "m.json"}, table)
+    assert fields["size"] == "reduced (quick mode)"
+    assert "Live demo at reduced size" in book.provenance_box(fields, source="x").data
+
+
+def test_audit_provenance():
+    meta = json.loads((RESULTS / "mnist-audit.csv.meta.json").read_text())
+    fields = book.audit_provenance(meta)
+    assert fields["commit"] == meta["git_commit"][:7]
+    assert f"{meta['options']['n']:,}" in fields["data"]
+    assert fields["size"] == ("reduced (quick mode)" if meta["options"]["quick"] else "full")
+
+
+def test_the_boxes_are_labelled_and_give_every_field():
+    live = book.live_provenance(data="10 images", epochs=2, device="cpu", seconds=12.0,
+                                quick=True)
+    box = book.provenance_box(live, source="this page").data
+    assert "lslib-provenance" in box and "lslib-demo" in box
+    assert "Live demo at reduced size" in box
+    for field in book.PROVENANCE_FIELDS:
+        assert f"<strong>{field}</strong>" in box
+    full = book.provenance_box({**live, "size": "full"}, source="results/x.csv").data
+    assert "full-size" in full and "lslib-demo" not in full
+    demo = book.demo_box(pd.DataFrame({"a": [0.5]}), what="a toy").data
+    assert "Live demo at reduced size" in demo and "<table" in demo
+
+
+def test_repository_commit_is_this_checkout():
+    commit = book.repository_commit(ROOT)
+    assert commit == "unknown" or len(commit.rstrip("+")) == 7
