@@ -235,11 +235,14 @@ def _load_cifar10_partial(root: Path, split: str) -> tuple[np.ndarray, np.ndarra
         raise _missing("cifar10-partial", root, _CIFAR_PARTIAL)
     try:
         with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise DataFormatError(path, f"has no array {missing[0]!r} (arrays 'x' and 'y' "
+                                      f"expected)", _REFETCH)
             x, y = z["x"], z["y"]
-    except KeyError as exc:
-        raise DataFormatError(path, f"has no array {exc} (arrays 'x' and 'y' expected)",
-                              _REFETCH) from None
-    except (*_READ_ERRORS, zipfile.BadZipFile) as exc:
+    except DataFormatError:
+        raise
+    except _READ_ERRORS as exc:
         raise DataFormatError(path, f"not a readable .npz file ({type(exc).__name__}: {exc})",
                               _REFETCH) from None
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
