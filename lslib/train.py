@@ -60,7 +60,7 @@ from lslib._checks import (
     check_positive,
     check_unit_interval,
 )
-from lslib.data import DATASETS, TensorData, batches
+from lslib.data import DATASETS, TensorData, _check_tensor_pair, batches
 
 __all__ = [
     "AdversarialTraining",
@@ -232,6 +232,7 @@ def _check_train_args(model: nn.Module, data: TensorData, config: TrainConfig,
         check_bool("amp", amp)
     check_bool("progress", progress)
     check_bool("reseed", reseed)
+    _check_tensor_pair(data.x, data.y)  # (again: _make and _replace bypass the constructor)
     check_images("data.x", data.x)
 
 
