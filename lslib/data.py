@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,6 +71,13 @@ class TensorData(_TensorDataFields):
     def __new__(cls, x: Tensor, y: Tensor) -> TensorData:
         _check_tensor_pair(x, y)
         return super().__new__(cls, x, y)
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Tensor]) -> TensorData:
+        return cls(*iterable)
+
+    def _replace(self, **fields: Tensor) -> TensorData:
+        return type(self)(**{**self._asdict(), **fields})
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -232,7 +232,7 @@ def _check_train_args(model: nn.Module, data: TensorData, config: TrainConfig,
         check_bool("amp", amp)
     check_bool("progress", progress)
     check_bool("reseed", reseed)
-    _check_tensor_pair(data.x, data.y)  # (again: _make and _replace bypass the constructor)
+    _check_tensor_pair(data.x, data.y)  # (again: tuple.__new__ would bypass the constructor)
     check_images("data.x", data.x)
 
 

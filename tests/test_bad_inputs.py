@@ -288,9 +288,12 @@ API_CASES: list[ApiCase] = [
     ApiCase("train-tuple-as-data", lambda t: _train(data=(torch.rand(8, 1, 28, 28),
                                                           torch.zeros(8, dtype=torch.long))),
             TypeError, r"data must be a lslib\.data\.TensorData\(x, y\), got tuple"),
-    ApiCase("train-replaced-labels", lambda t: _train(data=_data(64)._replace(
-        y=torch.zeros(10, dtype=torch.long))), ValueError,
+    ApiCase("tensordata-replaced-labels", lambda t: _data(64)._replace(
+        y=torch.zeros(10, dtype=torch.long)), ValueError,
             r"TensorData x has 64 images but y has 10 labels"),
+    ApiCase("train-bypassed-constructor", lambda t: _train(data=tuple.__new__(
+        TensorData, (torch.rand(64, 1, 28, 28), torch.zeros(10, dtype=torch.long)))),
+            ValueError, r"TensorData x has 64 images but y has 10 labels"),
     ApiCase("train-model-not-module", lambda t: _train(model="linear"), TypeError,
             r"model must be a torch\.nn\.Module, got str"),
     ApiCase("train-model-without-parameters", lambda t: _train(model=torch.nn.Identity()),
