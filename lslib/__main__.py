@@ -29,23 +29,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lslib import _cli
+
 __all__ = ["COMMANDS", "build_parser", "entry_point", "main"]
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from lslib.experiments import PROTOCOLS, SETUPS
+    from lslib.experiments import _METHOD_OF, ATTACK_NAMES, PROTOCOLS, SETUPS
     from lslib.runner import add_execution_arguments
 
     p = sub.add_parser("reproduce", help="run the paper's sweep for one or more set-ups",
@@ -59,30 +49,40 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="tiny training slices, test slices and attack iterations (CI)")
     p.add_argument("--synthetic", action="store_true",
                    help="random tensors of the right shape instead of the data (smoke tests)")
-    p.add_argument("--data-root", default=None, help="data folder (default: $LSLIB_DATA)")
+    p.add_argument("--data-root", type=_cli.data_dir(), default=None,
+                   help="data folder (default: $LSLIB_DATA)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing data sets (needs a network)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if "
-                   "available)")
-    p.add_argument("--out", default=None, help="results CSV (default: results/<setups>"
-                   "[-quick][-synthetic].csv)")
-    p.add_argument("--cache", default=None, help="model cache folder (default: $LSLIB_CACHE or "
-                   "~/.cache/lslib/models)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", type=_names, default=("ALS", "SLS", "BLS", "SBLS"),
-                   help="comma-separated smoothing methods (default: ALS,SLS,BLS,SBLS)")
-    p.add_argument("--alphas", type=_floats, default=(0.005, 0.1, 0.4))
-    p.add_argument("--temperatures", type=_floats, default=(0.001,),
-                   help="BLS temperatures, probability scale (default: 0.001)")
-    p.add_argument("--baselines", type=_names, default=("natural", "PGD-AT"))
-    p.add_argument("--attacks", type=_names, default=("clean", "FGSM", "BIM", "DeepFool", "CW"))
-    p.add_argument("--eps", type=_floats, default=None,
-                   help="FGSM/BIM budgets in the paper's units (default: the set-up's)")
-    p.add_argument("--n-test", type=int, default=None,
+    p.add_argument("--device", type=_cli.device_type(), default=None,
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--out", type=_cli.output_file(), default=None,
+                   help="results CSV (default: results/<setups>[-quick][-synthetic].csv)")
+    p.add_argument("--cache", type=_cli.output_dir(), default=None,
+                   help="model cache folder (default: $LSLIB_CACHE or ~/.cache/lslib/models)")
+    p.add_argument("--seed", type=_cli.int_at_least(0), default=0)
+    p.add_argument("--methods", type=_cli.name_list(_METHOD_OF, none_ok=True),
+                   default=("ALS", "SLS", "BLS", "SBLS"),
+                   help="comma-separated smoothing methods, or none (default: ALS,SLS,BLS,SBLS)")
+    p.add_argument("--alphas", type=_cli.float_list(_cli.UNIT),
+                   default=(0.005, 0.1, 0.4), help="smoothing parameters, each in [0, 1]")
+    p.add_argument("--temperatures", type=_cli.float_list(_cli.POSITIVE),
+                   default=(0.001,),
+                   help="BLS temperatures, each > 0, probability scale (default: 0.001)")
+    p.add_argument("--baselines", default=("natural", "PGD-AT"),
+                   type=_cli.name_list(("natural", "PGD-AT"), none_ok=True),
+                   help="comma-separated natural,PGD-AT, or none (default: both)")
+    p.add_argument("--attacks", type=_cli.name_list(ATTACK_NAMES),
+                   default=ATTACK_NAMES)
+    p.add_argument("--eps", type=_cli.float_list(_cli.NONNEGATIVE), default=None,
+                   help="FGSM/BIM budgets in the paper's units, each >= 0 (default: the "
+                   "set-up's)")
+    p.add_argument("--n-test", type=_cli.int_at_least(1), default=None,
                    help="test images per attack for every protocol (default: the protocol's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
+                   help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-rows", type=_cli.int_at_least(1), default=None,
+                   help=argparse.SUPPRESS)
     add_execution_arguments(p)
     p.set_defaults(func=_reproduce)
 
@@ -145,29 +145,31 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from lslib.experiments import ATTACK_NAMES, PROTOCOLS, SETUPS
+
     p = sub.add_parser("compare", help="the paper's Tables 2-6 beside a results CSV",
                        description="Print the paper's cells beside ours, cell for cell, with "
                        "the difference ours - paper.")
-    p.add_argument("results", help="a CSV written by `lslib reproduce`")
-    p.add_argument("--protocol", default=None, help="only this protocol")
-    p.add_argument("--attack", default=None, help="only this attack (FGSM, BIM, DeepFool, CW, "
-                   "clean)")
-    p.add_argument("--setup", default=None, help="only this set-up")
-    p.add_argument("--bls-temperature", type=float, default=0.001,
-                   help="which of our BLS temperatures to compare (default 0.001)")
-    p.add_argument("--csv", default=None, help="also write the side-by-side table here")
+    p.add_argument("results", type=_cli.existing_file(),
+                   help="a CSV written by `lslib reproduce`")
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                   help="only this protocol")
+    p.add_argument("--attack", default=None, choices=list(ATTACK_NAMES),
+                   help="only this attack")
+    p.add_argument("--setup", default=None, choices=list(SETUPS), help="only this set-up")
+    p.add_argument("--bls-temperature", type=_cli.number(_cli.POSITIVE),
+                   default=0.001, help="which of our BLS temperatures to compare (> 0, "
+                   "default 0.001)")
+    p.add_argument("--csv", type=_cli.output_file(), default=None,
+                   help="also write the side-by-side table here")
     p.set_defaults(func=_compare)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from lslib.experiments import read_results
+    from lslib._files import read_results_checked
     from lslib.paper_tables import format_side_by_side, side_by_side
 
-    path = Path(args.results)
-    if not path.exists():
-        print(f"no such results file: {path}", file=sys.stderr)
-        return 2
-    frame = side_by_side(read_results(path), protocol=args.protocol,
+    frame = side_by_side(read_results_checked(Path(args.results)), protocol=args.protocol,
                          bls_temperature=args.bls_temperature)
     if args.attack:
         frame = frame[frame["attack"] == args.attack]
@@ -217,7 +219,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lslib", description=__doc__.split("\n\n")[0])
+    parser = _cli.OneLineParser(prog="lslib", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS.values():
         add(sub)
@@ -229,10 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["audit"]:
         from lslib.audit import main as audit_main
 
-        return audit_main(argv[1:])
+        return _cli.report_user_errors("python -m lslib audit", lambda: audit_main(argv[1:]))
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return int(args.func(args) or 0)
+    return _cli.report_user_errors("lslib", lambda: int(args.func(args) or 0))
 
 
 def entry_point() -> int:

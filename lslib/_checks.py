@@ -129,3 +129,53 @@ def check_distribution_rows(name: str, q: object, shape: tuple[int, ...]) -> tor
             raise ValueError(f"{name} must be a probability distribution per row: rows must sum "
                              f"to 1 (within {tol:g}), the worst row is off by {worst:.3g}")
     return q
+
+
+def check_real(name: str, value: float) -> float:
+    """``value`` must be a finite real number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a finite real number, got {type(value).__name__} "
+                        f"{value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` must be True or False (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_images(name: str, x: object, *, unit_range: bool = True) -> torch.Tensor:
+    """``x`` must be a non-empty floating tensor of images (N, C, H, W) with finite pixels, in
+    [0, 1] when ``unit_range`` (one device synchronisation for the value checks)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of images (N, C, H, W), "
+                        f"got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor (pixels in [0, 1]), "
+                        f"got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 images): give at least one image")
+    with torch.no_grad():
+        lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} has NaN or infinite pixels: pixels must be finite, in [0, 1]")
+    if unit_range and (lo < 0.0 or hi > 1.0):
+        raise ValueError(f"{name} must have pixels in [0, 1], got values in [{lo:g}, {hi:g}] "
+                         f"(divide 8-bit images by 255)")
+    return x
+
+
+class BadFileError(ValueError):
+    """A file lslib reads is damaged or is not what it should be. The message names the file,
+    what is wrong with it and what to do."""
+
+    def __init__(self, path: object, problem: str, remedy: str) -> None:
+        self.path, self.problem, self.remedy = path, problem, remedy
+        super().__init__(f"{path}: {problem}; {remedy}")

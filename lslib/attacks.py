@@ -868,6 +868,27 @@ def _attack_name(attack: Callable) -> str:
     return getattr(func, "__name__", type(func).__name__)
 
 
+def _check_attack_result(res: object, xb: Tensor) -> None:
+    """What an attack handed to :func:`robust_accuracy` returned must cover its batch."""
+    if not isinstance(res, AttackResult):
+        raise TypeError(f"attack must return an AttackResult, got {type(res).__name__}")
+    n = xb.shape[0]
+    for what in ("success", "norms"):
+        value = getattr(res, what)
+        if not isinstance(value, Tensor) or tuple(value.shape) != (n,):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"attack returned an AttackResult whose {what} is {got} for a "
+                             f"batch of {n} images: it must be a tensor of shape ({n},)")
+    if res.success.dtype != torch.bool:
+        raise TypeError(f"attack returned success of dtype {res.success.dtype}, torch.bool "
+                        f"expected")
+    adv = res.adversarial
+    if not isinstance(adv, Tensor) or adv.shape != xb.shape:
+        got = tuple(adv.shape) if isinstance(adv, Tensor) else type(adv).__name__
+        raise ValueError(f"attack returned adversarial {got} for a batch of shape "
+                         f"{tuple(xb.shape)}: it must have the batch's shape")
+
+
 def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor,
                     attack: Callable[[nn.Module, Tensor, Tensor], AttackResult], *,
                     batch_size: int = 500, progress: bool = True,
@@ -902,8 +923,7 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor,
                 logits = model(xb)
             _check_logits(logits, yb)
             res = attack(model, xb, yb)
-            if not isinstance(res, AttackResult):
-                raise TypeError(f"attack must return an AttackResult, got {type(res).__name__}")
+            _check_attack_result(res, xb)
             clean.append((logits.argmax(1) == yb).cpu())
             succ.append(res.success.cpu())
             norms.append(res.norms.detach().double().cpu())

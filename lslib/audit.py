@@ -831,12 +831,18 @@ _AUDIT_VERSION = 1
 def load_checkpoint(name: str, path: str, device: str | torch.device = "cpu") -> nn.Module:
     """A :func:`lslib.models.build_model` model with the weights of ``path``: either a bare
     ``state_dict`` or the experiment cache's ``{"state_dict": ..., "record": ...}``."""
+    from lslib._files import CheckpointError, read_checkpoint
     from lslib.models import build_model
 
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    state = blob["state_dict"] if isinstance(blob, dict) and "state_dict" in blob else blob
     model = build_model(name)
-    model.load_state_dict(state)
+    state = read_checkpoint(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(path, f"does not hold the weights of a {name!r} model "
+                              f"({detail[:300]})", "give the --model the checkpoint was trained "
+                              "as, or the checkpoint of this model") from None
     return model.to(device).eval()
 
 
@@ -879,39 +885,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     import time
     from datetime import datetime, timezone
 
-    from lslib.data import load_dataset
+    from lslib import _cli
+    from lslib.data import DATASETS, load_dataset
+    from lslib.experiments import SETUPS
+    from lslib.models import MODELS
     from lslib.runner import RunnerError, add_execution_arguments, execution_from_args
 
-    p = argparse.ArgumentParser(
+    p = _cli.OneLineParser(
         prog="python -m lslib audit",
         description="Gradient-masking checklist for a saved model (--model, --checkpoint, "
                     "--eps), or both protocols and the checklist on a set-up's models (--setup).")
-    p.add_argument("--model", help="architecture (lslib.models.build_model name)")
-    p.add_argument("--checkpoint", help="state_dict or experiment-cache .pt file")
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--limit", type=int, default=1000, help="test images to attack")
-    p.add_argument("--eps", type=float, nargs="+",
+    p.add_argument("--model", choices=list(MODELS),
+                   help="architecture (lslib.models.build_model name)")
+    p.add_argument("--checkpoint", type=_cli.existing_file(),
+                   help="state_dict or experiment-cache .pt file")
+    p.add_argument("--dataset", default="mnist", choices=list(DATASETS))
+    p.add_argument("--limit", type=_cli.int_at_least(1), default=1000,
+                   help="test images to attack")
+    p.add_argument("--eps", type=_cli.number(_cli.NONNEGATIVE), nargs="+",
                    help="L-inf budget (pixels in [0, 1]); with --setup, one or more budgets of "
                         "the checklist (default 0.1 0.2)")
-    p.add_argument("--source-model", default=None, help="architecture of the transfer source")
-    p.add_argument("--source-checkpoint", default=None, help="weights of the transfer source")
-    p.add_argument("--square-queries", type=int, default=1000)
+    p.add_argument("--source-model", default=None, choices=list(MODELS),
+                   help="architecture of the transfer source")
+    p.add_argument("--source-checkpoint", type=_cli.existing_file(),
+                   default=None, help="weights of the transfer source")
+    p.add_argument("--square-queries", type=_cli.int_at_least(1),
+                   default=1000)
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
                    help="add AutoAttack (APGD-CE + APGD-T, package pyautoattack) to the "
                         "checklist (default: where pyautoattack imports)")
-    p.add_argument("--autoattack-iters", type=int, default=100)
-    p.add_argument("--data-root", default=None, help="data folder (default: $LSLIB_DATA)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if "
-                   "available; with --workers/--address the tasks choose)")
-    p.add_argument("--json", default=None, help="also write the report to this JSON file")
-    p.add_argument("--setup", default=None,
+    p.add_argument("--autoattack-iters", type=_cli.int_at_least(1),
+                   default=100)
+    p.add_argument("--data-root", type=_cli.data_dir(), default=None,
+                   help="data folder (default: $LSLIB_DATA)")
+    p.add_argument("--device", type=_cli.device_type(), default=None,
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available; with --workers/"
+                   "--address the tasks choose)")
+    p.add_argument("--json", type=_cli.output_file(), default=None,
+                   help="also write the report to this JSON file")
+    p.add_argument("--setup", default=None, choices=list(SETUPS),
                    help="audit the models of this sweep set-up (e.g. mnist-linear) instead")
     p.add_argument("--quick", action="store_true", help="with --setup: tiny models and attacks")
-    p.add_argument("--out", default=None, help="with --setup: the CSV to write")
-    p.add_argument("--cache", default=None, help="with --setup: the model cache")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--out", type=_cli.output_file(), default=None,
+                   help="with --setup: the CSV to write")
+    p.add_argument("--cache", type=_cli.output_dir(), default=None,
+                   help="with --setup: the model cache")
+    p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
+                   help="torch threads")
     add_execution_arguments(p)
     args = p.parse_args(argv)
+
     if args.threads:
         torch.set_num_threads(args.threads)
     here = "cuda" if torch.cuda.is_available() else "cpu"
@@ -977,4 +1000,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lslib._cli import report_user_errors
+
+    raise SystemExit(report_user_errors("python -m lslib.audit", main))

@@ -88,6 +88,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lslib._checks import check_int_at_least, check_nonnegative, check_positive, check_unit_interval
 from lslib.data import TensorData, load_dataset
 from lslib.models import build_model
 from lslib.train import AdversarialTraining, TrainConfig, build_loss, seed_everything, train_model
@@ -112,7 +113,6 @@ __all__ = [
     "cache_dir",
     "device_name",
     "provenance",
-    "read_checkpoint",
     "read_journal",
     "read_results",
     "run_sweep",
@@ -197,6 +197,10 @@ class Defence:
                              f"alpha")
         if (self.name == "BLS") != (self.temperature is not None):
             raise ValueError("a temperature is given for BLS and only for BLS")
+        if self.alpha is not None:
+            check_unit_interval(f"{self.name} alpha", self.alpha)
+        if self.temperature is not None:  # T <= 0 has no meaning (and 0 must not become 1)
+            check_positive(f"{self.name} temperature", self.temperature)
 
     def train_config(self, setup: SetUp, *, seed: int = 0, quick: bool = False,
                      data_source: str = "real") -> TrainConfig:
@@ -205,7 +209,8 @@ class Defence:
             limit = 64 if quick else 256
         return TrainConfig(
             model=setup.model, dataset=setup.dataset, method=_METHOD_OF.get(self.name),
-            alpha=self.alpha or 0.0, temperature=self.temperature or 1.0,
+            alpha=0.0 if self.alpha is None else self.alpha,
+            temperature=1.0 if self.temperature is None else self.temperature,
             adversarial=setup.adversarial_training() if self.name == "PGD-AT" else None,
             epochs=epochs, batch_size=setup.batch_size, lr=setup.lr, seed=seed,
             train_limit=limit, data_source=data_source,
@@ -311,6 +316,33 @@ def _fmt(v: float | None) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
 
 
+def _check_sweep_numbers(sweep: Sweep) -> None:
+    """The lists are non-empty where they are used and every number is in its range."""
+    for name in ("setups", "protocols", "attacks"):
+        if not getattr(sweep, name):
+            raise ValueError(f"{name} is empty: give at least one")
+    if not sweep.methods and not sweep.baselines:
+        raise ValueError("methods and baselines are both empty: give at least one defence")
+    if sweep.methods and not sweep.alphas:
+        raise ValueError("alphas is empty: the smoothing methods need at least one alpha")
+    if "BLS" in sweep.methods and not sweep.temperatures:
+        raise ValueError("temperatures is empty: BLS needs at least one temperature")
+    for a in sweep.alphas:
+        check_unit_interval("alphas entry", a)
+    for t in sweep.temperatures:
+        check_positive("temperatures entry", t)
+    if sweep.eps is not None:
+        if not sweep.eps:
+            raise ValueError("eps is empty: give at least one budget, or None for the set-up's")
+        for e in sweep.eps:
+            check_nonnegative("eps entry", e)
+    check_int_at_least("seed", sweep.seed, 0)
+    if not isinstance(sweep.quick, bool):
+        raise TypeError(f"quick must be True or False, got {sweep.quick!r}")
+    if sweep.n_test is not None:
+        check_int_at_least("n_test", sweep.n_test, 1)
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A sweep as data: the product set-ups x defences x protocols x attacks x eps.
@@ -346,6 +378,7 @@ class Sweep:
                 raise ValueError(f"unknown {name} {bad}: choose from {sorted(allowed)}")
         if self.data_source not in ("real", "synthetic"):
             raise ValueError(f"data_source must be 'real' or 'synthetic', got {self.data_source!r}")
+        _check_sweep_numbers(self)
 
     def defences(self, setup: SetUp | None = None) -> list[Defence]:
         out = []
@@ -476,22 +509,6 @@ def _test_split(setup_name: str, data_source: str, root: str | None, seed: int,
                  data_source=data_source, root=root, seed=seed, download=download)
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The ``(state_dict, record)`` of a model-cache file; ValueError naming the file when it is
-    not one (truncated, not a torch file, another layout)."""
-    path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise ValueError(f"{path} is not a readable model checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
-    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict)
-            and isinstance(blob.get("record"), dict)):
-        raise ValueError(f"{path} is not an lslib model-cache file (expected a dict with "
-                         "'state_dict' and 'record')")
-    return blob["state_dict"], blob["record"]
-
-
 def train_fresh(setup: SetUp, config: TrainConfig, *, device: torch.device, data_root=None,
                 download: bool = False, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -517,11 +534,12 @@ def train_or_load(setup: SetUp, config: TrainConfig, *, cache: Path, device: tor
                   log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, Any]]:
     """The model of ``config``: loaded from ``cache/<key>.pt`` if there, else trained and saved
     (atomically). Returns the model (eval mode, on ``device``) and its training record."""
+    from lslib._files import read_cache_entry
     from lslib.runner import ModelSpec, build_trained
 
     path = Path(cache) / f"{config.key()}.pt"
     if path.exists():
-        state, record = read_checkpoint(path)
+        state, record = read_cache_entry(path)
         return build_trained(ModelSpec(setup.name, config), state, torch.device(device)), record
     model, record = train_fresh(setup, config, device=torch.device(device), data_root=data_root,
                                 download=download, progress=progress, log=log)

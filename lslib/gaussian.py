@@ -201,6 +201,20 @@ def _alpha(alpha: float) -> float:
     return a
 
 
+def _alphas(alphas: Sequence[float] | ArrayLike) -> np.ndarray:
+    """``alphas`` as a non-empty 1-D float array of values in [0, 1] (a scalar is one alpha)."""
+    if isinstance(alphas, str | bytes):
+        raise TypeError(f"alphas must be a sequence of real numbers in [0, 1], got {alphas!r}")
+    arr = np.atleast_1d(_real_array("alphas", alphas))
+    if arr.ndim != 1:
+        raise ValueError(f"alphas must be 1-D (a list of alphas), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("alphas is empty: give at least one alpha in [0, 1]")
+    if np.any((arr < 0) | (arr > 1)):
+        raise ValueError(f"alphas must lie in [0, 1], got {arr.tolist()}")
+    return arr
+
+
 def _method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -553,7 +567,7 @@ def fit_smoothed(mu: ArrayLike, sigma: ArrayLike, alpha: float, method: str = "a
 def smoothed_weights(mu: ArrayLike, sigma: ArrayLike, alphas: Sequence[float] | ArrayLike,
                      method: str = "adversarial", *, l2: float = 0.0) -> np.ndarray:
     """:func:`fit_smoothed` for each alpha in ``alphas``: shape (len(alphas), d)."""
-    alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    alphas = _alphas(alphas)
     return np.stack([fit_smoothed(mu, sigma, float(al), method, l2=l2) for al in alphas])
 
 
@@ -621,7 +635,7 @@ def figure1(d: int = 10, alphas: Sequence[float] = DEFAULT_ALPHAS,
     "mu": (d,), "sigma": (d,)}``.
     """
     mu, sigma = paper_setting(d)
-    alphas = np.asarray(alphas, dtype=np.float64)
+    alphas = _alphas(alphas)
     return {"feature": np.arange(1, d + 1), "alpha": alphas,
             "weights": smoothed_weights(mu, sigma, alphas, method, l2=l2),
             "bayes": bayes_weights(mu, sigma), "mu": mu, "sigma": sigma}
@@ -633,6 +647,7 @@ def figure2(d: int = 10, alphas: Sequence[float] = DEFAULT_ALPHAS, eps: ArrayLik
     smoothed classifiers of :func:`figure1`, in the paper's setting (default eps: 200 values in
     [0, 0.5]). The first classifier is "Bayes"."""
     mu, sigma = paper_setting(d)
+    alphas = _alphas(alphas)
     eps = np.linspace(0.0, 0.5, 200) if eps is None else eps
     named = {"Bayes": bayes_weights(mu, sigma)}
     for al, w in zip(alphas, smoothed_weights(mu, sigma, alphas, method, l2=l2), strict=True):

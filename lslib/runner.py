@@ -236,17 +236,18 @@ class _Cache:
         self.log = log
 
     def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        from lslib.experiments import read_checkpoint
+        from lslib._files import CheckpointError, read_cache_entry
 
         path = self.dir / f"{key}.pt"
         if not path.exists():
             return None
         try:
-            return read_checkpoint(path)
-        except ValueError as exc:
+            return read_cache_entry(path)
+        except CheckpointError as exc:
             aside = path.with_name(path.name + f".damaged-{int(time.time())}")
             os.replace(path, aside)
-            self.log(f"warning: {exc}; moved it to {aside.name} and training the model again")
+            self.log(f"warning: {path}: {exc.problem}; moved it to {aside.name} and training "
+                     "the model again")
             return None
 
     def save(self, key: str, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
@@ -416,44 +417,20 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(flag: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        import argparse
-
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} takes an integer >= 1, got {text!r}")
-        return value
-    return parse
-
-
-def _gpus(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"--gpus-per-task takes a number > 0 (a fraction shares "
-                                         f"a GPU), got {text!r}")
-    return value
-
-
 def add_execution_arguments(parser: Any) -> None:
     """``--workers``, ``--address`` and ``--gpus-per-task`` on an argparse parser."""
+    from lslib import _cli
+
     group = parser.add_argument_group("where to run (default: this process, in order)")
     how = group.add_mutually_exclusive_group()
-    how.add_argument("--workers", type=_positive_int("--workers"), default=None, metavar="N",
+    how.add_argument("--workers", type=_cli.int_at_least(1), default=None, metavar="N",
                      help="start a local Ray with N CPUs and run N tasks at a time "
                      "(needs lslib[cluster])")
     how.add_argument("--address", default=None, metavar="ADDR",
                      help="join a running Ray cluster: 'auto' (started here by `ray start "
                      "--head`) or HOST:6379")
-    group.add_argument("--gpus-per-task", type=_gpus, default=None, metavar="G",
+    group.add_argument("--gpus-per-task", type=_cli.number(_cli.POSITIVE), default=None,
+                       metavar="G",
                        help="GPUs Ray gives each task (with --workers or --address); the tasks "
                        "then run on cuda")
 

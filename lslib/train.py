@@ -50,7 +50,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lslib.data import TensorData, batches
+from lslib._checks import (
+    check_bool,
+    check_choice,
+    check_images,
+    check_int_at_least,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
+from lslib.data import DATASETS, TensorData, _check_tensor_pair, batches
 
 __all__ = [
     "AdversarialTraining",
@@ -81,6 +91,13 @@ class AdversarialTraining:
     steps: int = 3
     random_start: bool = False
     adv_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_nonnegative("AdversarialTraining eps", self.eps)
+        check_positive("AdversarialTraining step_size", self.step_size)
+        check_int_at_least("AdversarialTraining steps", self.steps, 1)
+        check_bool("AdversarialTraining random_start", self.random_start)
+        check_unit_interval("AdversarialTraining adv_weight", self.adv_weight)
 
     @classmethod
     def paper(cls, dataset: str) -> AdversarialTraining:
@@ -122,9 +139,7 @@ class TrainConfig:
             object.__setattr__(self, "method", _METHOD_ALIASES.get(self.method, self.method))
         if isinstance(self.adversarial, dict):
             object.__setattr__(self, "adversarial", AdversarialTraining(**self.adversarial))
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr}")
+        _check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +148,36 @@ class TrainConfig:
         """A short stable hash of the config (and of :data:`TRAINING_CODE_VERSION`)."""
         payload = json.dumps({"v": TRAINING_CODE_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _check_config(c: TrainConfig) -> None:
+    """Every field of a :class:`TrainConfig` (nothing is corrected: the cache key hashes them as
+    given)."""
+    from lslib.losses import BOLTZMANN_SCALES, METHODS
+    from lslib.models import MODELS
+
+    check_choice("TrainConfig model", c.model, tuple(MODELS))
+    check_choice("TrainConfig dataset", c.dataset, DATASETS)
+    if c.method is not None:
+        check_choice("TrainConfig method", c.method, (*METHODS, *_METHOD_ALIASES))
+    check_unit_interval("TrainConfig alpha", c.alpha)
+    if c.method is None and c.alpha != 0:
+        raise ValueError(f"TrainConfig alpha={c.alpha!r} needs a smoothing method (method= one "
+                         f"of {', '.join(METHODS)}); natural training has alpha=0")
+    check_positive("TrainConfig temperature", c.temperature, allow_inf=True)
+    check_choice("TrainConfig boltzmann_scale", c.boltzmann_scale, BOLTZMANN_SCALES)
+    check_bool("TrainConfig detach_targets", c.detach_targets)
+    if c.adversarial is not None and not isinstance(c.adversarial, AdversarialTraining):
+        raise TypeError(f"TrainConfig adversarial must be an AdversarialTraining (or its dict) or "
+                        f"None, got {type(c.adversarial).__name__}")
+    check_int_at_least("TrainConfig epochs", c.epochs, 1)
+    check_int_at_least("TrainConfig batch_size", c.batch_size, 1)
+    check_positive("TrainConfig lr", c.lr)
+    check_nonnegative("TrainConfig weight_decay", c.weight_decay)
+    check_int_at_least("TrainConfig seed", c.seed, 0)
+    if c.train_limit is not None:
+        check_int_at_least("TrainConfig train_limit", c.train_limit, 1)
+    check_choice("TrainConfig data_source", c.data_source, ("real", "synthetic"))
 
 
 @dataclass
@@ -173,19 +218,41 @@ def build_loss(config: TrainConfig, reduction: str = "mean", *,
     )
 
 
-def _check_data_labels(model: nn.Module, data: TensorData, device: torch.device) -> None:
-    """The labels of the whole data set lie in [0, K), K the model's number of outputs (one
-    forward of one image, in eval mode and without a graph: no random number is drawn)."""
-    from lslib._checks import check_labels
+def _check_train_args(model: nn.Module, data: TensorData, config: TrainConfig,
+                      amp: bool | None, progress: bool, reseed: bool) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if next(model.parameters(), None) is None:
+        raise ValueError("model has no parameters to train")
+    if not isinstance(data, TensorData):
+        raise TypeError(f"data must be a lslib.data.TensorData(x, y), got {type(data).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if amp is not None:
+        check_bool("amp", amp)
+    check_bool("progress", progress)
+    check_bool("reseed", reseed)
+    _check_tensor_pair(data.x, data.y)  # (again: tuple.__new__ would bypass the constructor)
+    check_images("data.x", data.x)
 
-    if len(data) == 0:
-        return
+
+def _check_data_labels(model: nn.Module, data: TensorData, device: torch.device) -> None:
+    """The images fit the model and the labels of the whole data set lie in [0, K), K the
+    model's number of outputs (one forward of one image, in eval mode and without a graph: no
+    random number is drawn)."""
     was_training = model.training  # (train_model sets the mode at every step anyway)
     model.eval()
-    with torch.no_grad():
-        k = model(data.x[:1].to(device)).shape[1]
-    model.train(was_training)
-    check_labels("the data's labels", data.y, k, len(data))
+    try:
+        with torch.no_grad():
+            out = model(data.x[:1].to(device))
+    except RuntimeError as exc:
+        raise ValueError(f"data.x has images of shape {tuple(data.x.shape[1:])}, which the "
+                         f"model does not take ({str(exc).splitlines()[0]})") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"the model must output logits (N, K), got shape {tuple(out.shape)}")
+    check_labels("the data's labels", data.y, out.shape[1], len(data))
 
 
 def _use_amp(device: torch.device, amp: bool | None) -> bool:
@@ -224,7 +291,10 @@ def train_model(
     """
     from tqdm.auto import tqdm
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    from lslib.data import _check_device
+
+    _check_train_args(model, data, config, amp, progress, reseed)
+    device = _check_device(device) if device is not None else next(model.parameters()).device
     use_amp = _use_amp(device, amp)
     generator = seed_everything(config.seed) if reseed else torch.Generator().manual_seed(
         config.seed)

@@ -303,9 +303,9 @@ def test_execution_threads_and_description():
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--workers", "0"], "--workers takes an integer >= 1, got '0'"),
-    (["--workers", "two"], "--workers takes an integer >= 1, got 'two'"),
-    (["--gpus-per-task", "0"], "--gpus-per-task takes a number > 0"),
+    (["--workers", "0"], "argument --workers: 0 must be an integer >= 1"),
+    (["--workers", "two"], "argument --workers: 'two' is not an integer"),
+    (["--gpus-per-task", "0"], "argument --gpus-per-task: 0 is not accepted"),
     (["--gpus-per-task", "1"], "--gpus-per-task needs --workers or --address"),
     (["--workers", "2", "--address", "auto"], "not allowed with argument"),
     (["--workers", "2", "--device", "cuda"], "--device is for one process"),
@@ -363,7 +363,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_model_trained_again(tmp_path)
     first.write_bytes(first.read_bytes()[:100])
     warnings: list[str] = []
     again = run_sweep(sweep, tmp_path / "b.csv", **kw, log=warnings.append)
-    assert len(warnings) == 1 and f"{first} is not a readable model checkpoint" in warnings[0]
+    assert len(warnings) == 1 and f"{first}: not a readable torch checkpoint" in warnings[0]
     assert len(list((tmp_path / "cache").glob("*.pt.damaged-*"))) == 1
     pd.testing.assert_frame_equal(_stable(again), _stable(reference))
 

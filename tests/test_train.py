@@ -94,7 +94,7 @@ def test_config_key_is_stable_and_sensitive():
     with_adv = _config(adversarial=AdversarialTraining(0.25, 0.1))
     assert with_adv.key() != _config().key()
     assert TrainConfig(**with_adv.to_dict()) == with_adv  # round-trips through a dict
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         _config(epochs=0)
 
 
