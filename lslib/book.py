@@ -43,7 +43,7 @@ def repository_commit(root: str | Path | None = None) -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=cwd, timeout=10,
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."],
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--", "."],
                                cwd=Path(__file__).resolve().parent, timeout=10,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -434,8 +434,10 @@ def _git_state() -> tuple[str, bool | None]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        # the package's own files, untracked ones included: results depend on them
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--",
+        # the package's own files, untracked ones included: results depend on them. No optional
+        # locks: a status killed mid-call (kill -9 of a run) must not leave .git/index.lock
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
+                                "--untracked-files=all", "--",
                                 str(here)], cwd=here, capture_output=True, text=True,
                                check=True, timeout=10).stdout.strip() != ""
         return commit, dirty

@@ -405,8 +405,9 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
                 on_result(what, result, {s.key: records[s.key] for s in what.models}, ran_on)
         return trained
     finally:
-        for ref in in_flight:  # interrupted or failed: stop what is still running
-            ray.cancel(ref, force=True)
+        # interrupted or failed: what is still in flight is dropped with this driver (Ray ends an
+        # owner's tasks when it disconnects; a forced ray.cancel here races the tasks' replies
+        # and can abort Ray's core worker)
         if started:
             ray.shutdown()
 

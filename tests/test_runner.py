@@ -308,7 +308,6 @@ def test_execution_threads_and_description():
     (["--gpus-per-task", "0"], "argument --gpus-per-task: 0 is not accepted"),
     (["--gpus-per-task", "1"], "--gpus-per-task needs --workers or --address"),
     (["--workers", "2", "--address", "auto"], "not allowed with argument"),
-    (["--workers", "2", "--device", "cuda"], "--device is for one process"),
 ])
 def test_the_cli_refuses_bad_runner_options_in_one_line(tmp_path, flags, message):
     done = subprocess.run([sys.executable, "-m", "lslib", "reproduce", "mnist-linear", "--quick",
@@ -317,6 +316,18 @@ def test_the_cli_refuses_bad_runner_options_in_one_line(tmp_path, flags, message
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert message in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_device_is_for_one_process():
+    import argparse
+
+    from lslib.runner import execution_from_args
+
+    args = argparse.Namespace(workers=2, address=None, gpus_per_task=None, threads=None,
+                              device="cuda")
+    with pytest.raises(ValueError, match="--device is for one process"):
+        execution_from_args(args)
+    assert execution_from_args(argparse.Namespace(**{**vars(args), "device": "cpu"})).workers == 2
 
 
 _TINY = dict(setups=("mnist-linear",), methods=("ALS",), alphas=(0.1,), baselines=("natural",),
