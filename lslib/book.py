@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,19 +35,13 @@ PROVENANCE_FIELDS = ("data", "epochs", "device", "wall time", "commit")
 # ------------------------------------------------------------------------------------------------
 # provenance
 # ------------------------------------------------------------------------------------------------
-def repository_commit(root: str | Path | None = None) -> str:
-    """The short commit of the repository around ``root`` (``+`` when lslib has uncommitted
-    changes), or ``"unknown"`` outside a git checkout."""
-    cwd = Path(root) if root is not None else Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=cwd, timeout=10,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--", "."],
-                               cwd=Path(__file__).resolve().parent, timeout=10,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+" if dirty else "")
+def repository_commit() -> str:
+    """The short commit of lslib's checkout (``+`` when lslib has uncommitted changes), or
+    ``"unknown"`` outside a git checkout (:func:`lslib.experiments.provenance`'s reading)."""
+    from lslib.experiments import _git_state
+
+    commit, dirty = _git_state()
+    return "unknown" if commit == "unknown" else commit[:7] + ("+" if dirty else "")
 
 
 def _minutes(seconds: float) -> str:

@@ -876,8 +876,8 @@ def run_sweep(
         for tmp in out.parent.glob(f".{out.name}*.tmp"):  # left by a killed run
             tmp.unlink(missing_ok=True)
         meta = load_meta(meta_path, log)
-        done = {e["key"]: e["settings"]
-                for e in recover_journal(journal, sweep_entry_problem, log)}
+        entries = recover_journal(journal, sweep_entry_problem, log)  # + each new row
+        done = {e["key"]: e["settings"] for e in entries}
         session = {"id": uuid.uuid4().hex[:12],
                    "command": command or "lslib.experiments.run_sweep (Python API)",
                    "sweep": dataclasses.asdict(sweep), "execution": execution.describe(),
@@ -947,14 +947,16 @@ def run_sweep(
                 "device": ran_on,
             }
             settings = plans[row.key][2]
-            append_journal(journal, {"key": row.key, "settings": settings, "row": record_row})
+            entry = {"key": row.key, "settings": settings, "row": record_row}
+            append_journal(journal, entry)
+            entries.append(entry)
             done[row.key] = settings
             session["rows_computed"] += 1
             running.pop(job.key, None)
             bar.update()
             show()
             if time.monotonic() - last_table[0] > 5:  # the CSV follows the journal
-                _write_table(out, table_from_journal(read_journal(journal)))
+                _write_table(out, table_from_journal(entries))
                 session["wall_seconds"] = time.perf_counter() - start
                 save_meta()
                 last_table[0] = time.monotonic()
@@ -968,7 +970,7 @@ def run_sweep(
             interrupted = True
         finally:
             bar.close()
-            _write_table(out, table_from_journal(read_journal(journal)))
+            _write_table(out, table_from_journal(entries))
             session["finished"] = _now()
             session["wall_seconds"] = time.perf_counter() - start
             session["complete"] = all(done.get(r.key) == plans[r.key][2] for r in rows)
