@@ -15,6 +15,8 @@ to the y/j decision boundary (ignoring the [0, 1] box).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -23,6 +25,7 @@ __all__ = [
     "gradient_gaps",
     "linear_radius",
     "linear_robust",
+    "linear_robust_curve",
     "paper_fgsm_threshold",
 ]
 
@@ -102,21 +105,41 @@ def linear_robust(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
     such minimum over ``j != y`` is positive. ``box=None`` drops the pixel box (then it is
     ``linear_radius > eps``). Misclassified points are never robust.
     """
+    return linear_robust_curve(model, x, y, [eps], box=box)[0]
+
+
+def linear_robust_curve(model: nn.Module, x: Tensor, y: Tensor, eps: Sequence[float], *,
+                        box: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+    """:func:`linear_robust` at every budget of ``eps`` (bool, ``(len(eps), N)``), from one
+    Jacobian: a robust-accuracy curve costs one set of backward passes, not one per budget."""
     _check(model, x, y)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    eps = [float(e) for e in eps]
+    bad = [e for e in eps if not e >= 0]
+    if bad:
+        raise ValueError(f"eps must be >= 0, got {bad[0]!r}")
     with torch.no_grad():
         z = model(x)
     jac = logit_jacobian(model, x)  # (N, K, D)
     idx = torch.arange(x.shape[0])
     g = jac[idx, y][:, None, :] - jac  # grad of z_y - z_j, (N, K, D)
     flat = x.detach().reshape(x.shape[0], 1, -1).to(jac.dtype)
-    lo = torch.full_like(flat, -float(eps))
-    hi = torch.full_like(flat, float(eps))
-    if box is not None:
-        lo = torch.maximum(lo, box[0] - flat)
-        hi = torch.minimum(hi, box[1] - flat)
-    worst = torch.minimum(g * lo, g * hi).sum(-1)  # (N, K)
-    margin = z[idx, y][:, None] - z + worst
-    margin[idx, y] = float("inf")
-    return (margin > 0).all(1)
+    margin = z[idx, y][:, None] - z
+    # With x inside the box every interval [lo, hi] holds 0, so min(g lo, g hi) = g+ lo + g- hi
+    # and the sum over the coordinates is two batched matrix-vector products.
+    inside = box is None or bool(((flat >= box[0]) & (flat <= box[1])).all())
+    g_pos, g_neg = g.clamp(min=0), g.clamp(max=0)
+    rows = []
+    for e in eps:
+        lo = torch.full_like(flat, -e)
+        hi = torch.full_like(flat, e)
+        if box is not None:
+            lo = torch.maximum(lo, box[0] - flat)
+            hi = torch.minimum(hi, box[1] - flat)
+        if inside:
+            drop = (g_pos @ lo.transpose(1, 2) + g_neg @ hi.transpose(1, 2)).squeeze(-1)
+        else:
+            drop = torch.minimum(g * lo, g * hi).sum(-1)
+        worst = margin + drop  # (N, K)
+        worst[idx, y] = float("inf")
+        rows.append((worst > 0).all(1))
+    return torch.stack(rows) if rows else torch.zeros(0, x.shape[0], dtype=torch.bool)

@@ -15,6 +15,7 @@ from lslib.squeeze import (
     gradient_gaps,
     linear_radius,
     linear_robust,
+    linear_robust_curve,
     logit_jacobian,
     paper_fgsm_threshold,
 )
@@ -165,3 +166,22 @@ def test_linear_robust_matches_brute_force_over_the_vertices(eps):
             pred = m(verts.reshape(-1, 1, 2, 3)).argmax(1)
         assert bool(robust[n]) == bool((pred == y[n]).all())
     assert (free.long() <= robust.long()).all()  # the box only helps the model
+
+
+def test_linear_robust_curve_is_linear_robust_at_each_budget():
+    """One Jacobian for the whole curve gives what one call per budget gives (itself checked
+    against brute force above), row by row; bad budgets are refused by name."""
+    torch.manual_seed(3)
+    m = LinearModel(in_features=6, num_classes=3, mean=0.1, std=0.5).double()
+    x = torch.rand(30, 1, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    grid = [0.0, 0.01, 0.05, 0.2, 0.6]
+    for box in ((0.0, 1.0), None):
+        curve = linear_robust_curve(m, x, y, grid, box=box)
+        assert curve.shape == (len(grid), 30)
+        for row, e in zip(curve, grid, strict=True):
+            assert torch.equal(row, linear_robust(m, x, y, e, box=box))
+    assert curve[0].all() and not curve[-1].all()  # the grid spans robust to fooled
+    with pytest.raises(ValueError, match="eps"):
+        linear_robust_curve(m, x, y, [0.1, -0.1])
