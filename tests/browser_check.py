@@ -28,7 +28,8 @@ internet. The built HTML is served from 127.0.0.1. For every page it checks:
   chart in a cell's output) sits in a numbered figure with a caption;
 - the pages named by ``--experiment-pages`` open with a provenance box (``.lslib-provenance``,
   before the first section) that gives the data size, epochs, device, wall time and commit of the
-  run whose numbers the page shows.
+  run whose numbers the page shows; when that run is a reduced one (the box is a demo box), no
+  computed number (a glued value, a cell output, a figure) appears outside a demo box.
 
 A full-page screenshot of each page goes to ``--screenshots`` (taken before the sliders move).
 Prints one line per page and a closing ``N passed, M failed``; exits 1 on any failure.
@@ -287,6 +288,13 @@ JS_LAYOUT = r"""
       text: prov.innerText,
       first: !firstSection ||
              !!(prov.compareDocumentPosition(firstSection) & Node.DOCUMENT_POSITION_FOLLOWING),
+      reduced: prov.classList.contains('lslib-demo'),
+      // on a page computed at reduced size, a computed number outside a demo box
+      leaks: Array.from(article.querySelectorAll(
+          '.pasted-text, .pasted-inline, .cell_output, figure'))
+        .filter(el => !el.closest('.lslib-demo, .lslib-provenance') && /\d/.test(el.innerText))
+        .map(el => `${el.tagName.toLowerCase()} "${el.innerText.trim().slice(0, 40)}"` +
+                   (el.closest('section[id]') ? ` in #${el.closest('section[id]').id}` : '')),
     };
   }
   return out;
@@ -435,6 +443,9 @@ def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[s
             missing = [f for f in PROVENANCE_FIELDS if f not in prov["text"].lower()]
             if missing:
                 report.fail(f"the provenance box does not give: {', '.join(missing)}")
+            if prov["reduced"]:
+                for text in prov["leaks"][:5]:
+                    report.fail(f"a number from the reduced run outside a demo box: {text}")
 
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")] + ".png")),

@@ -7,6 +7,7 @@ browser by tests/browser_check.py (`make browser-check`).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
@@ -336,3 +337,195 @@ def test_experiment_chapters_open_with_a_provenance_box(name: str):
     assert "```{glue:} provenance" in opening or "provenance_box(" in opening, (
         f"{name}.md: no provenance box before its first section")
     assert "provenance_box(" in text, f"{name}.md never builds its provenance box"
+
+
+# ------------------------------------------------------------------------------------------------
+# no reduced number outside a demo box: a value computed at reduced size (it depends on QUICK)
+# reaches the page only inside an "lslib-demo" box (the browser check adds the rendered side)
+# ------------------------------------------------------------------------------------------------
+
+
+def demo_glue_keys(markdown_cells: list[str]) -> tuple[set[str], set[str]]:
+    """(keys referenced inside lslib-demo admonitions, keys referenced elsewhere)."""
+    inside, outside = set(), set()
+    ref = re.compile(r"\{glue:(?:text|any|math|md)?\}`([\w-]+)"
+                     r"|^```\{glue:(?:figure|any|math|md)?\}\s*([\w-]+)", re.M)
+    for text in markdown_cells:
+        depth = []  # stack of (fence, is_demo)
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            m = re.match(r"^(:{3,})\{(\w[\w-]*)\}", line)
+            if m:
+                opts = "\n".join(lines[i + 1:i + 4])
+                depth.append((m.group(1), "lslib-demo" in opts))
+                continue
+            m = re.match(r"^(:{3,})\s*$", line)
+            if m and depth and depth[-1][0] == m.group(1):
+                depth.pop()
+                continue
+            demo = any(d for _, d in depth)
+            for a, b in ref.findall(line):
+                (inside if demo else outside).add(a or b)
+    return inside, outside
+
+
+_READS_COMMITTED = re.compile(r"\b(find_results|read_results)\(")
+
+
+def _code(source: str) -> ast.Module | None:
+    lines = [ln for ln in source.split("\n") if not ln.lstrip().startswith(("%", "!"))]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return None
+
+
+def _reads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _writes(node: ast.AST) -> set[str]:
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]):
+                while isinstance(t, (ast.Subscript, ast.Attribute)):
+                    t = t.value
+                if isinstance(t, ast.Name):
+                    out.add(t.id)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            base = n.func.value  # obj.append(x), obj.update(...): the object changes
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                out.add(base.id)
+    return out
+
+
+def _glue_keys(node: ast.AST) -> list[str]:
+    """Keys glued by ``glue("key", value)`` calls whose value is not a box (regex for f-strings)."""
+    keys = []
+    for n in ast.walk(node):
+        if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "glue"
+                and n.args):
+            continue
+        if len(n.args) > 1 and isinstance(n.args[1], ast.Call) and getattr(
+                n.args[1].func, "id", "") in ("demo_box", "provenance_box"):
+            continue
+        k = n.args[0]
+        if isinstance(k, ast.Constant) and isinstance(k.value, str):
+            keys.append(re.escape(k.value))
+        elif isinstance(k, ast.JoinedStr):
+            keys.append("".join(re.escape(v.value) if isinstance(v, ast.Constant) else r"[\w-]+"
+                                for v in k.values))
+    return keys
+
+
+def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
+    """Where a value that depends on ``QUICK`` could reach the page outside a demo box.
+
+    ``cells``: (cell_type, source, tags). A name is tainted when a statement that reads ``QUICK``
+    or a tainted name writes it (assignment, definition, a method call on it). A cell that reads
+    the committed results (``find_results``/``read_results``) taints nothing: its reduced branch
+    runs only when they are missing (the browser check sees which box the page opens with). A
+    tainted value leaks when a cell that reads it glues it under a key shown outside an
+    ``lslib-demo`` admonition, or displays it (a visible output without ``demo_box``).
+    """
+    inside, outside = demo_glue_keys([s for t, s, _ in cells if t == "markdown"])
+    tainted = {"QUICK"}
+    leaks = []
+    for n, (kind, source, tags) in enumerate(cells):
+        if kind != "code" or re.search(r"^QUICK\s*=", source, re.M):
+            continue
+        tree = _code(source)
+        if tree is None:
+            continue
+        committed = bool(_READS_COMMITTED.search(source))
+        hit = False
+        for stmt in tree.body:
+            if _reads(stmt) & tainted:
+                hit = True
+                if not committed:
+                    tainted |= _writes(stmt)
+                for key in _glue_keys(stmt):
+                    shown = sorted(k for k in outside if re.fullmatch(key, k))
+                    if shown:
+                        leaks.append(f"cell {n}: glues {', '.join(shown)} (depends on QUICK) "
+                                     "outside a demo box")
+        if not hit or committed or "demo_box(" in source:
+            continue
+        if {"remove-cell", "remove-output", "skip-execution"} & set(tags):
+            continue
+        if _shows_tainted(tree, tainted):
+            leaks.append(f"cell {n}: shows an output that depends on QUICK outside a demo box")
+    return leaks
+
+
+def _shows_tainted(tree: ast.Module, tainted: set[str]) -> bool:
+    """Whether a cell displays a tainted value: its last expression, or a top-level (not in a
+    function) call of display/print/plt.show with a tainted argument."""
+    body = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.ClassDef))]
+    last = tree.body[-1] if tree.body else None
+    if (isinstance(last, ast.Expr) and _reads(last) & tainted
+            and not (isinstance(last.value, ast.Call) and _name(last.value.func) in _SILENT)):
+        return True
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if (isinstance(n, ast.Call) and _name(n.func) in _SHOWS
+                    and (_reads(n) & tainted or _name(n.func) == "plt.show")):
+                return True
+    return False
+
+
+_SHOWS = {"display", "print", "plt.show"}
+_SILENT = {"glue", "plt.close"}
+
+
+def _name(func: ast.AST) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return f"{func.value.id}.{func.attr}"
+    return ""
+
+
+def _chapter_cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("src", PAIRED_MD, ids=lambda p: p.name)
+def test_no_reduced_number_outside_a_demo_box(src: Path):
+    leaks = reduced_leaks(_chapter_cells(jupytext.read(src)))
+    assert not leaks, f"{src.name}: {leaks}"
+
+
+_SETUP = ("code", "QUICK = os.environ.get('LSLIB_QUICK', '0') == '1'", ())
+_RUN = ("code", "N = 10 if QUICK else 1000\nacc = float(run(N))", ())
+_GLUE = ("code", "glue('acc', acc, display=False)\nglue(f'n_{1}', N, display=False)",
+         ("remove-cell",))
+
+
+def test_the_reduced_number_guard_sees_leaks_and_spares_demo_boxes():
+    shown = ("markdown", "Accuracy {glue:text}`acc:.3f` on {glue:text}`n_1:d` images.", ())
+    leaks = reduced_leaks([_SETUP, _RUN, _GLUE, shown])
+    assert len(leaks) == 2 and "acc" in leaks[0] and "n_1" in leaks[1]
+    boxed = ("markdown", "::::{admonition} Live demo at reduced size\n:class: caution lslib-demo\n"
+             "Accuracy {glue:text}`acc:.3f` on {glue:text}`n_1:d` images.\n::::", ())
+    assert reduced_leaks([_SETUP, _RUN, _GLUE, boxed]) == []
+    # displayed directly (the cell's last expression, or display()) leaks; in a demo box it does not
+    assert reduced_leaks([_SETUP, _RUN, ("code", "acc", ())])
+    assert reduced_leaks([_SETUP, _RUN, ("code", "display(pd.Series([acc]))", ())])
+    assert reduced_leaks([_SETUP, _RUN, ("code", "display(demo_box(acc, what='x'))", ())]) == []
+    # a value that does not depend on QUICK, or a cell reading the committed results, is fine
+    assert reduced_leaks([_SETUP, ("code", "acc = float(run(1000))", ()), _GLUE, shown]) == []
+    committed = ("code", "found = find_results('x.csv')\nacc = read(found) if found else "
+                 "run(10 if QUICK else 100)", ())
+    assert reduced_leaks([_SETUP, committed, _GLUE, shown]) == []
+    # taint flows through later cells, mutations and function definitions
+    flow = [_SETUP, ("code", "rows = []\nrows.append(run(10 if QUICK else 100))", ()),
+            ("code", "def best():\n    return max(rows)\nacc = best()", ()), _GLUE, shown]
+    assert len(reduced_leaks(flow)) == 2
