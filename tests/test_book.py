@@ -460,17 +460,17 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
             continue
         if {"remove-cell", "remove-output", "skip-execution"} & set(tags):
             continue
-        if _shows_tainted(tree, tainted):
+        if _shows_tainted(tree, source, tainted):
             leaks.append(f"cell {n}: shows an output that depends on QUICK outside a demo box")
     return leaks
 
 
-def _shows_tainted(tree: ast.Module, tainted: set[str]) -> bool:
-    """Whether a cell displays a tainted value: its last expression, or a top-level (not in a
-    function) call of display/print/plt.show with a tainted argument."""
+def _shows_tainted(tree: ast.Module, source: str, tainted: set[str]) -> bool:
+    """Whether a cell displays a tainted value: its last expression (unless a semicolon ends
+    it), or a top-level (not in a function) call of display/print/plt.show with a tainted argument."""
     body = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.ClassDef))]
     last = tree.body[-1] if tree.body else None
-    if (isinstance(last, ast.Expr) and _reads(last) & tainted
+    if (isinstance(last, ast.Expr) and not source.rstrip().endswith(";") and _reads(last) & tainted
             and not (isinstance(last.value, ast.Call) and _name(last.value.func) in _SILENT)):
         return True
     for stmt in body:
@@ -526,6 +526,9 @@ def test_the_reduced_number_guard_sees_leaks_and_spares_demo_boxes():
                  "run(10 if QUICK else 100)", ())
     assert reduced_leaks([_SETUP, committed, _GLUE, shown]) == []
     # taint flows through later cells, mutations and function definitions
-    flow = [_SETUP, ("code", "rows = []\nrows.append(run(10 if QUICK else 100))", ()),
+    flow = [_SETUP, ("code", "rows = []\nrows.append(run(10 if QUICK else 100));", ()),
             ("code", "def best():\n    return max(rows)\nacc = best()", ()), _GLUE, shown]
-    assert len(reduced_leaks(flow)) == 2
+    assert reduced_leaks(flow) == ["cell 3: glues acc (depends on QUICK) outside a demo box"]
+    # without its semicolon the last line would display what it returns
+    flow[1] = ("code", flow[1][1].rstrip(";"), ())
+    assert reduced_leaks(flow)[0].startswith("cell 1: shows an output")
