@@ -467,7 +467,8 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
 
 def _shows_tainted(tree: ast.Module, source: str, tainted: set[str]) -> bool:
     """Whether a cell displays a tainted value: its last expression (unless a semicolon ends
-    it), or a top-level (not in a function) call of display/print/plt.show with a tainted argument."""
+    it), or a top-level (not in a function) call of display, print or plt.show with a tainted
+    argument."""
     body = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.ClassDef))]
     last = tree.body[-1] if tree.body else None
     if (isinstance(last, ast.Expr) and not source.rstrip().endswith(";") and _reads(last) & tainted
