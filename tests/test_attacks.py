@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from lslib import _attack_base as B
 from lslib import attacks as A
 from lslib.losses import SmoothCrossEntropyLoss
 
@@ -187,7 +188,7 @@ def test_cw_moves_pixels_at_exactly_zero_and_one():
 def test_margin_is_right_for_negative_logits():
     z = torch.tensor([[-5.0, -2.0, -3.0], [-1.0, -7.0, -9.0]])
     y = torch.tensor([1, 0])
-    torch.testing.assert_close(A._margin_loss(z, y), torch.tensor([-1.0, -6.0]))
+    torch.testing.assert_close(A.margin(z, y), torch.tensor([-1.0, -6.0]))
 
 
 @pytest.mark.parametrize("attack", ["cw", "deepfool", "bim-margin"])
@@ -471,7 +472,7 @@ def test_cpu_chunks_equal_the_attack_of_each_chunk(name, monkeypatch):
     x = torch.rand(100, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (100,), generator=g)
     per_sample = 16 * 8 * 8 * 8  # bytes of the conv's output for one sample (float64)
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 40 * per_sample)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 40 * per_sample)
     assert A.chunk_size(model, x) == 40
     attack = CHUNKED_ATTACKS[name]
     kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
@@ -481,7 +482,7 @@ def test_cpu_chunks_equal_the_attack_of_each_chunk(name, monkeypatch):
     hook.remove()
     assert max(sizes) == 40  # the model never saw more than one chunk at a time
     kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 0)  # each chunk as a call of its own
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)  # each chunk as a call of its own
     parts = [attack(model, x[i : i + 40], y[i : i + 40], **kw) for i in (0, 40, 80)]
     assert torch.equal(whole.adversarial, torch.cat([p.adversarial for p in parts]))
     assert torch.equal(whole.success, torch.cat([p.success for p in parts]))
@@ -496,10 +497,10 @@ def test_chunk_size_follows_the_largest_activation(monkeypatch):
     per_sample = 16 * 8 * 8 * 4
     assert A.chunk_size(conv, x) == min(1000, A.CPU_CHUNK_BYTES // per_sample)
     assert A.chunk_size(mlp, torch.rand(1000, 9)) == 1000  # small activations: one chunk
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 10 * per_sample)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 10 * per_sample)
     assert A.chunk_size(conv, x) == 32  # never below 32 samples
     assert A.chunk_size(conv, x[:20]) == 20  # a small batch is one chunk, without a probe
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 0)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)
     assert A.chunk_size(conv, x) == 1000
     conv.train()
     A.chunk_size(conv, x)
@@ -654,7 +655,8 @@ def test_linf_bounds_are_exactly_inside_the_ball_and_tight(dtype, eps):
     # the one-correction argument of _linf_box / _signed_step, checked on many pixels (a third
     # at exactly 0 or 1) in every dtype: inside the ball as computed in the dtype, and never
     # more than one ulp short of the naive bound
-    from lslib.attacks import _linf_box, _signed_step
+    from lslib._attack_base import linf_box as _linf_box
+    from lslib._attack_base import signed_step as _signed_step
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(300_000, generator=g).to(dtype)
