@@ -62,7 +62,7 @@ from lslib._attack_base import (
     rows,
     signed_step,
 )
-from lslib._checks import check_int_at_least, check_nonnegative, check_positive
+from lslib._checks import check_choice, check_int_at_least, check_nonnegative, check_positive
 
 __all__ = [
     "AttackResult",
@@ -249,10 +249,11 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
 
 @attack("l2", minimal=True, revert_failures=True, binary_search_steps=at_least(1),
         steps=at_least(1), lr=check_positive, initial_const=check_positive,
-        kappa=check_nonnegative)
+        kappa=check_nonnegative, start=lambda name, v: check_choice(name, v, _CW_STARTS))
 def carlini_wagner_l2(model: nn.Module, x: Tensor, y: Tensor, *, binary_search_steps: int = 9,
                       steps: int = 1000, lr: float = 0.01, initial_const: float = 1e-3,
-                      kappa: float = 0.0, abort_early: bool = True) -> AttackResult:
+                      kappa: float = 0.0, abort_early: bool = True,
+                      start: str = "input") -> AttackResult:
     r"""Carlini-Wagner L2, untargeted (Carlini & Wagner 2017), batched, per-sample search over c.
 
     Minimises over :math:`w`, with :math:`x' = (\tanh w + 1) / 2` (so that :math:`x'` stays in
@@ -271,13 +272,21 @@ def carlini_wagner_l2(model: nn.Module, x: Tensor, y: Tensor, *, binary_search_s
     bisection along the segment from x to that point (10 forward passes) trims the overshoot of
     Adam's last step and never lengthens it. Where no adversarial was found the original input
     is returned (success False, norm 0); samples already misclassified are returned unchanged.
+
+    ``start``: where each run of Adam starts. ``"input"`` (default, as Carlini and Wagner): at
+    x. ``"deepfool"``: at the adversarial that :func:`deepfool` (default settings) finds, where
+    it finds one; CW then only has to shrink a perturbation that already crosses the boundary,
+    and never returns a longer one. On models whose logits are nearly flat around the data
+    (gradient masking: a smoothed model's logit gradient can be a few hundredths), CW from x
+    needs a constant c beyond what a short search reaches and can still stall short of the
+    boundary that DeepFool's normalised steps cross.
     """
     n = x.shape[0]
     todo = (clean_logits(model, x, y).argmax(1) == y).nonzero().squeeze(1)
     best = _Best(x.clone(), torch.full((n,), math.inf, dtype=x.dtype, device=x.device))
     const = torch.full((n,), initial_const, dtype=x.dtype, device=x.device)
     lower, upper = torch.zeros_like(const), torch.full_like(const, math.inf)
-    w0 = _to_tanh_space(x)
+    w0 = _to_tanh_space(x if start == "input" else _deepfool_start(model, x, y))
     for search in range(binary_search_steps):
         if todo.numel() == 0:
             break
@@ -393,6 +402,17 @@ class _Adam:
 
     def keep(self, mask: Tensor) -> None:
         self.m, self.v = self.m[mask], self.v[mask]
+
+
+_CW_STARTS = ("input", "deepfool")
+
+
+def _deepfool_start(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """DeepFool's adversarial where it found one, else x (CW's ``start="deepfool"``)."""
+    adv = deepfool.__wrapped__(model, x, y, steps=50, overshoot=0.02, candidates=10)
+    with torch.no_grad():
+        fooled = model(adv).argmax(1) != y
+    return torch.where(rows(fooled, x.ndim), adv, x)
 
 
 def _to_tanh_space(x: Tensor) -> Tensor:
