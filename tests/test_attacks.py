@@ -673,3 +673,23 @@ def test_linf_bounds_are_exactly_inside_the_ball_and_tight(dtype, eps):
     assert bool(((adv - x).abs() <= e).all() and (adv >= 0).all() and (adv <= 1).all())
     naive = (x + e * direction.sign()).clamp(0, 1)
     assert bool(((adv == naive) | (adv == torch.nextafter(naive, x))).all())
+
+
+def test_cw_started_at_deepfool_never_ends_further_than_deepfool():
+    # five Adam steps of 0.01 cannot carry x to a boundary 0.3 away; started at DeepFool's
+    # adversarial, CW only shrinks a perturbation that already crosses: it fools every point
+    # DeepFool fools, never further than DeepFool and never closer than the exact distance
+    model, w, b = binary_linear(20, seed=3)
+    x = near_boundary_points(w, b, 16, dist=0.3)
+    y = model(x).argmax(1)
+    kw = dict(binary_search_steps=2, steps=5, lr=0.01, initial_const=1.0)
+    plain = A.carlini_wagner_l2(model, x, y, **kw)
+    started = A.carlini_wagner_l2(model, x, y, **kw, start="deepfool")
+    df = A.deepfool(model, x, y)
+    assert not bool(plain.success.any())
+    assert bool(started.success.all()) and bool(df.success.all())
+    assert bool((started.norms <= df.norms * (1 + 1e-9)).all())
+    dist = (x @ w + b).abs() / w.norm()
+    assert bool((started.norms >= dist * (1 - 1e-6)).all())
+    with pytest.raises(ValueError, match="start"):
+        A.carlini_wagner_l2(model, x, y, start="pgd")
