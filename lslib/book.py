@@ -112,7 +112,7 @@ def survey_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
                      f"the first {int(meta['n']):,} test images attacked"),
             "epochs": str(meta["epochs"]),
             "device": str(meta["device"]),
-            "wall time": (_minutes(float(meta["wall_seconds"])) + " (the attacks"
+            "wall time": (_minutes(float(meta["wall_seconds"])) + " (this run"
                           + (f"; the model's training took {_minutes(train)})"
                              if math.isfinite(train) else ")")),
             "commit": str(meta["git_commit"])[:7]
