@@ -99,7 +99,7 @@ def worker(spec_path: str) -> None:
     sys.path.insert(0, str(REPO))
     import torchattacks
 
-    from lslib.models import LeNetMNIST  # plain torch code, no other dependency
+    from lslib.models import build_model  # plain torch code, no other dependency
 
     spec = torch.load(spec_path, weights_only=False)
     if spec["keep_freed_memory"]:
@@ -108,7 +108,7 @@ def worker(spec_path: str) -> None:
         keep_freed_memory()
     torch.set_num_threads(spec["threads"])
     set_clock(spec["clock"])
-    model = LeNetMNIST()
+    model = build_model("lenet-mnist")  # as the project builds it (its CPU speed path)
     model.load_state_dict(spec["state_dict"])
     model.eval().requires_grad_(not spec["frozen"])
     device = torch.device(spec["device"])
@@ -206,10 +206,10 @@ def ensure_torchattacks_venv(python: str | None) -> str | None:
 def trained_lenet(root: Path, device: torch.device, epochs: int = 2):
     """LeNetMNIST trained on MNIST train (Adam, batch 128, seed 0), cached in the temp folder."""
     from lslib.data import load_dataset
-    from lslib.models import LeNetMNIST
+    from lslib.models import build_model
 
     cache = Path(tempfile.gettempdir()) / "lslib-bench" / f"lenet-mnist-e{epochs}-s0.pt"
-    model = LeNetMNIST()
+    model = build_model("lenet-mnist")  # as the project builds it (its CPU speed path)
     if cache.exists():
         model.load_state_dict(torch.load(cache, map_location="cpu"))
         return model.to(device)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lslib.losses import SmoothCrossEntropyLoss
-from lslib.models import LeNetMNIST
+from lslib.models import build_model
 
 
 def _cpu_name() -> str:
@@ -69,7 +69,7 @@ def main() -> None:
 
     x = torch.rand(args.batch, 1, 28, 28)
     y = torch.randint(0, 10, (args.batch,))
-    base = LeNetMNIST()
+    base = build_model("lenet-mnist")
     setups = {}
     for name, loss_fn in losses.items():
         model = copy.deepcopy(base).train()

@@ -1,7 +1,8 @@
 """LeNetMNIST on the CPU: its im2col first layer against the plain nn modules (oneDNN).
 
-``LeNetMNIST.forward`` on the CPU computes its first convolution (one input channel) with ATen's
-im2col kernel where a backward can follow (``lslib.models._im2col_conv``), and passes
+``lslib.models.build_model("lenet-mnist")`` applies the CPU speed path
+(``lslib.models.with_cpu_speedups``): the first convolution (one input channel) becomes an
+``Im2colConv2d``, computed with ATen's im2col kernel where a backward can follow, which passes
 channels-last data on after it in every case. This script times the same network both ways,
 INTERLEAVED in one run (every round visits both in a fresh random order), on the kinds of step
 the project runs:
@@ -30,11 +31,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from lslib.models import LeNetMNIST
+from lslib.models import LeNetMNIST, with_cpu_speedups
 
 
 def _plain(model: LeNetMNIST, x: torch.Tensor) -> torch.Tensor:
-    return model.classifier(model.features(model.normalize(x)).flatten(1))
+    conv = model.features[0]
+    z = F.conv2d(model.normalize(x), conv.weight, conv.bias)
+    for layer in model.features[1:]:
+        z = layer(z)
+    return model.classifier(z.flatten(1))
 
 
 def main() -> None:
@@ -52,7 +57,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    model = LeNetMNIST()
+    model = with_cpu_speedups(LeNetMNIST())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def attack_step(forward: Callable, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "live_provenance",
     "provenance_box",
     "repository_commit",
+    "survey_provenance",
     "sweep_provenance",
 ]
 
@@ -102,6 +103,21 @@ def audit_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
             "commit": str(meta["git_commit"])[:7]
             + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
             "size": "reduced (quick mode)" if quick else "full"}
+
+
+def survey_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The provenance of ``python -m lslib.attack_survey`` (its ``.csv.meta.json``)."""
+    train = float(meta.get("train_seconds", math.nan))
+    return {"data": (f"the natural {meta['setup']} model trained on the full MNIST training set; "
+                     f"the first {int(meta['n']):,} test images attacked"),
+            "epochs": str(meta["epochs"]),
+            "device": str(meta["device"]),
+            "wall time": (_minutes(float(meta["wall_seconds"])) + " (this run"
+                          + (f"; the model's training took {_minutes(train)})"
+                             if math.isfinite(train) else ")")),
+            "commit": str(meta["git_commit"])[:7]
+            + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
+            "size": "full"}
 
 
 def live_provenance(*, data: str, epochs: int | str, device: str, seconds: float,

@@ -306,7 +306,8 @@ def logit_penalty(logits: Tensor, target: Tensor, method: str | QPrime, temperat
 def smooth_cross_entropy(logits: Tensor, target: Tensor, method: str | QPrime = "standard",
                          alpha: float = 0.1, temperature: float = 1.0, *,
                          reduction: Reduction = "mean", detach_targets: bool = True,
-                         boltzmann_scale: BoltzmannScale = "logits") -> Tensor:
+                         boltzmann_scale: BoltzmannScale = "logits",
+                         validate_labels: bool = True) -> Tensor:
     r"""Smoothed cross-entropy :math:`-q^\top \log \mathrm{softmax}(z)` with q from eq. (1).
 
     Functional form of :class:`SmoothCrossEntropyLoss`; arguments as in :func:`smooth_targets`.
@@ -314,28 +315,76 @@ def smooth_cross_entropy(logits: Tensor, target: Tensor, method: str | QPrime = 
     shape (N,)), as in ``torch.nn.functional.cross_entropy``. ``alpha = 0`` is plain
     cross-entropy. Computed from ``log_softmax`` as ``(1 - alpha) * NLL(y) - alpha * q'^T log p``,
     with closed forms (no (N, K) target tensor) for SLS, ALS and SBLS. The result is float32
-    for float16/bfloat16 logits, else the logits' dtype.
+    for float16/bfloat16 logits, else the logits' dtype. ``validate_labels=False`` skips the
+    check that the labels lie in [0, K) (see :class:`SmoothCrossEntropyLoss`).
     """
     m = _resolve_method(method)
     temperature = _check_scalars(alpha, temperature, boltzmann_scale)
     check_choice("reduction", reduction, REDUCTIONS)
-    z, target = _prepare(logits, target)
+    z, target = _prepare(logits, target, labels_checked=not validate_labels)
     return _smooth_ce(z, target, m, float(alpha), temperature, reduction, detach_targets,
                       boltzmann_scale)
 
 
 class SmoothCrossEntropyLoss(nn.Module):
-    r"""Drop-in replacement for ``nn.CrossEntropyLoss`` with label smoothing from Section 2.
+    r"""Cross-entropy against label-smoothed targets (Section 2): a drop-in replacement for
+    ``nn.CrossEntropyLoss``; the Module form of :func:`smooth_cross_entropy`.
 
-    ``loss_fn = SmoothCrossEntropyLoss(method="adversarial", alpha=0.1)`` then
-    ``loss_fn(logits, labels)`` with logits (N, K) and integer labels (N,). ``reduction="none"``
-    gives per-sample losses (N,). No ``weight``/``ignore_index``/soft targets/(N, K, d...) inputs.
-    See :func:`smooth_targets` for ``method``, ``temperature``, ``boltzmann_scale`` and
-    :func:`smooth_cross_entropy` for the rest. Arguments are checked once, here.
-    ``validate_labels=False`` skips the per-call check that the labels lie in [0, K) (their type
-    and shape are still checked): it costs a device synchronisation and a few small operations
-    per call, so pass it only when the labels were checked beforehand, as
-    :func:`lslib.train.train_model` does once for the whole data set.
+    For logits :math:`z \in \mathbb{R}^K` of a sample with label :math:`y` the loss is
+
+    .. math::
+        \ell(z, y) = -\sum_{k=1}^K q_k \log \mathrm{softmax}(z)_k, \qquad
+        q = (1 - \alpha)\,\mathbf{y} + \alpha\, q' \qquad (1)
+
+    where the method chooses :math:`q'` on the simplex from :math:`z`:
+
+    - SLS (eq. 5): :math:`q'_k = (1 - \mathbf{y}_k) / (K - 1)`, uniform on the wrong classes;
+    - ALS (eq. 4): :math:`q' = \mathbf{e}_{\arg\min_k z_k}` (over all K classes);
+    - BLS (eq. 6): :math:`q'_k \propto (1 - \mathbf{y}_k)\, e^{-z_k / T}`;
+    - SBLS (eq. 7): :math:`q' = \mathbf{e}_{\arg\max_{k \ne y} z_k}`.
+
+    Equivalently (Theorem 1, eqs. 2-3), :math:`\ell = \mathrm{CE}(z, y) + \alpha\,
+    (\mathbf{y} - q')^\top z`: cross-entropy plus a logit penalty (:func:`logit_penalty`).
+    ALS minimises the adversarial smoothing objective of eq. (4); BLS tends to it as
+    :math:`T \to 0` and to SLS as :math:`T \to \infty`.
+
+    Args:
+        method: ``"standard"`` (SLS), ``"adversarial"`` (ALS), ``"boltzmann"`` (BLS),
+            ``"second_best"`` (SBLS), an alias (``"sls"``, ``"als"``, ``"bls"``, ``"sbls"``)
+            or a callable ``(logits, target) -> q'`` (N, K); ties are split equally.
+        alpha: smoothing parameter in [0, 1]; ``alpha = 0`` is plain cross-entropy.
+        temperature: BLS temperature T > 0 (``inf`` gives SLS); checked for every method.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample losses; what an
+            attack's ``loss=`` needs).
+        detach_targets: build :math:`q'` from ``logits.detach()`` (default: the labels are
+            smoothed, then the loss is computed). ``False`` lets BLS's (and a callable's)
+            :math:`q'` carry gradient.
+        boltzmann_scale: ``"logits"`` (eq. 6, default) or ``"probabilities"`` (the authors'
+            code: :math:`e^{-p_k / T}`, hence their small T); see :func:`smooth_targets`.
+        validate_labels: check on every call that the labels lie in [0, K) (a device
+            synchronisation and a few small operations); ``False`` when they were checked
+            beforehand, as :func:`lslib.train.train_model` does once for the whole data set.
+            Their type and shape are checked either way.
+
+    Shape:
+        - Input: logits :math:`(N, K)`, :math:`K \ge 2` (float16/bfloat16 computed in
+          float32).
+        - Target: :math:`(N,)` integer class indices in :math:`[0, K)`.
+        - Output: a scalar, or :math:`(N,)` with ``reduction="none"``.
+
+    Unlike ``nn.CrossEntropyLoss``: no ``weight``, ``ignore_index``, soft targets or
+    (N, K, d...) inputs. Arguments are checked once, here.
+
+    Examples:
+        >>> import torch
+        >>> from lslib.losses import SmoothCrossEntropyLoss, logit_penalty
+        >>> z, y = torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0])
+        >>> als = SmoothCrossEntropyLoss("adversarial", alpha=0.1)
+        >>> ce = torch.nn.functional.cross_entropy(z, y)
+        >>> torch.allclose(als(z, y), ce + 0.1 * logit_penalty(z, y, "adversarial"))  # Thm 1
+        True
+        >>> SmoothCrossEntropyLoss("sls", alpha=0.2, reduction="none")(z, y).shape
+        torch.Size([1])
     """
 
     def __init__(self, method: str | QPrime = "standard", alpha: float = 0.1,
@@ -353,9 +402,10 @@ class SmoothCrossEntropyLoss(nn.Module):
         self.validate_labels = bool(validate_labels)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        z, target = _prepare(logits, target, labels_checked=not self.validate_labels)
-        return _smooth_ce(z, target, self._method, self.alpha, self.temperature, self.reduction,
-                          self.detach_targets, self.boltzmann_scale)
+        return smooth_cross_entropy(
+            logits, target, self._method, self.alpha, self.temperature, reduction=self.reduction,
+            detach_targets=self.detach_targets, boltzmann_scale=self.boltzmann_scale,
+            validate_labels=self.validate_labels)
 
     def extra_repr(self) -> str:
         method = self.method if isinstance(self.method, str) else getattr(

@@ -31,6 +31,8 @@ __all__ = [
     "ResNet18",
     "MODELS",
     "build_model",
+    "with_cpu_speedups",
+    "Im2colConv2d",
 ]
 
 
@@ -100,25 +102,50 @@ class LeNetMNIST(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.normalize(x)
-        if z.device.type != "cpu":
-            return self.classifier(self.features(z).flatten(1))
-        # on the CPU: the same function, faster. The first convolution through im2col where a
-        # backward can follow (_im2col_conv), and channels-last data after it, on which
-        # max-pooling runs several times faster (bench/bench_models.py times both paths)
-        conv = self.features[0]
-        z = _im2col_conv(conv, z) if _im2col_applies(z, conv) else conv(z)
-        z = z.contiguous(memory_format=torch.channels_last)
-        for layer in self.features[1:]:
-            z = layer(z)
-        return self.classifier(z.flatten(1))
+        return self.classifier(self.features(self.normalize(x)).flatten(1))
+
+
+# --------------------------------------------------------------------------------------------
+# the CPU speed path: one seam, applied when a model is built (build_model), never in forward
+# --------------------------------------------------------------------------------------------
+
+
+def with_cpu_speedups(model: nn.Module) -> nn.Module:
+    """The model with this project's CPU speed path, in place: the same function, faster.
+
+    For :class:`LeNetMNIST` the first convolution (one input channel) becomes an
+    :class:`Im2colConv2d`: ATen's im2col kernel where a backward can follow, and channels-last
+    data after it, on which max-pooling runs several times faster. Other models are returned
+    unchanged. The parameters, their names and the state dict stay those of the plain model.
+    ``python bench/bench_models.py`` times both paths, step by step.
+    """
+    if isinstance(model, LeNetMNIST) and type(model.features[0]) is nn.Conv2d:
+        model.features[0].__class__ = Im2colConv2d
+    return model
+
+
+class Im2colConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (one input channel, stride 1, no padding) computed on the CPU through
+    ATen's im2col convolution where a backward can follow, returning channels-last data.
+
+    The same function with the same autograd (ATen's own backward, double backward included);
+    only the kernel and the memory layout differ. Why: for a single input channel, oneDNN's
+    backward to the input (what every attack step needs) is several times slower than
+    im2col's on the project's CPU, and the max-pooling that follows runs faster on
+    channels-last data. oneDNN stays faster for more input channels (LeNetCIFAR's 3) and for a
+    forward alone (no im2col buffer).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = _im2col_conv(self, x) if _im2col_applies(x, self) else super().forward(x)
+        return z.contiguous(memory_format=torch.channels_last) if z.is_cpu else z
 
 
 _SLOW_CONV2D = getattr(torch.ops.aten, "_slow_conv2d_forward", None)
 
 
 def _im2col_applies(x: Tensor, conv: nn.Conv2d) -> bool:
-    """Whether :func:`_im2col_conv` replaces the first convolution: float32/float64 on the CPU,
+    """Whether :class:`Im2colConv2d` takes the im2col kernel: float32/float64 on the CPU,
     outside autocast, with ATen's im2col kernel present, and only where a backward through the
     layer can follow (gradients enabled, and the input or the weight requires them). A forward
     alone (``torch.no_grad``, judging an attack's result) is faster through oneDNN, which needs
@@ -130,17 +157,7 @@ def _im2col_applies(x: Tensor, conv: nn.Conv2d) -> bool:
 
 def _im2col_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv(x)`` through ATen's im2col convolution (``aten::_slow_conv2d_forward``), for a
-    first layer with ONE input channel, stride 1, no padding, on the CPU.
-
-    The same function with the same autograd (its backward is ATen's own, double backward
-    included); only the kernel differs. Why: for a single input channel, oneDNN's backward to
-    the input (what every attack step needs) is several times slower than im2col's on the
-    project's CPU, and the max-pooling that follows runs faster on channels-last data, which
-    the caller then hands on.
-    ``python bench/bench_models.py --clock cpu`` times the whole model both ways: an attack step
-    1.41x (batch 500) and 1.53x (batch 1000) faster, a training step 1.31x (batch 128).
-    oneDNN stays faster for more input channels (LeNetCIFAR's 3), so only LeNetMNIST uses
-    this."""
+    layer with ONE input channel, stride 1, no padding, on the CPU."""
     if not (conv.in_channels == 1 and conv.stride == (1, 1) and conv.padding == (0, 0)
             and conv.dilation == (1, 1) and conv.groups == 1):
         raise ValueError("_im2col_conv handles one input channel, stride 1, no padding only")
@@ -221,9 +238,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+def build_model(name: str, num_classes: int = 10, *, cpu_speedups: bool = True,
+                **kwargs) -> nn.Module:
     """A fresh model by name: one of ``MODELS`` ("linear", "mlp", "lenet-mnist", "lenet-cifar",
-    "resnet18")."""
+    "resnet18"), with the CPU speed path of :func:`with_cpu_speedups` unless ``cpu_speedups``
+    is False (the same function either way)."""
     if name not in MODELS:
         raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    model = MODELS[name](num_classes=num_classes, **kwargs)
+    return with_cpu_speedups(model) if cpu_speedups else model

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from lslib import _attack_base as B
 from lslib import attacks as A
 from lslib.losses import SmoothCrossEntropyLoss
 
@@ -187,7 +188,7 @@ def test_cw_moves_pixels_at_exactly_zero_and_one():
 def test_margin_is_right_for_negative_logits():
     z = torch.tensor([[-5.0, -2.0, -3.0], [-1.0, -7.0, -9.0]])
     y = torch.tensor([1, 0])
-    torch.testing.assert_close(A._margin_loss(z, y), torch.tensor([-1.0, -6.0]))
+    torch.testing.assert_close(A.margin(z, y), torch.tensor([-1.0, -6.0]))
 
 
 @pytest.mark.parametrize("attack", ["cw", "deepfool", "bim-margin"])
@@ -471,7 +472,7 @@ def test_cpu_chunks_equal_the_attack_of_each_chunk(name, monkeypatch):
     x = torch.rand(100, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (100,), generator=g)
     per_sample = 16 * 8 * 8 * 8  # bytes of the conv's output for one sample (float64)
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 40 * per_sample)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 40 * per_sample)
     assert A.chunk_size(model, x) == 40
     attack = CHUNKED_ATTACKS[name]
     kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
@@ -481,7 +482,7 @@ def test_cpu_chunks_equal_the_attack_of_each_chunk(name, monkeypatch):
     hook.remove()
     assert max(sizes) == 40  # the model never saw more than one chunk at a time
     kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 0)  # each chunk as a call of its own
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)  # each chunk as a call of its own
     parts = [attack(model, x[i : i + 40], y[i : i + 40], **kw) for i in (0, 40, 80)]
     assert torch.equal(whole.adversarial, torch.cat([p.adversarial for p in parts]))
     assert torch.equal(whole.success, torch.cat([p.success for p in parts]))
@@ -496,10 +497,10 @@ def test_chunk_size_follows_the_largest_activation(monkeypatch):
     per_sample = 16 * 8 * 8 * 4
     assert A.chunk_size(conv, x) == min(1000, A.CPU_CHUNK_BYTES // per_sample)
     assert A.chunk_size(mlp, torch.rand(1000, 9)) == 1000  # small activations: one chunk
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 10 * per_sample)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 10 * per_sample)
     assert A.chunk_size(conv, x) == 32  # never below 32 samples
     assert A.chunk_size(conv, x[:20]) == 20  # a small batch is one chunk, without a probe
-    monkeypatch.setattr(A, "CPU_CHUNK_BYTES", 0)
+    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)
     assert A.chunk_size(conv, x) == 1000
     conv.train()
     A.chunk_size(conv, x)
@@ -654,7 +655,8 @@ def test_linf_bounds_are_exactly_inside_the_ball_and_tight(dtype, eps):
     # the one-correction argument of _linf_box / _signed_step, checked on many pixels (a third
     # at exactly 0 or 1) in every dtype: inside the ball as computed in the dtype, and never
     # more than one ulp short of the naive bound
-    from lslib.attacks import _linf_box, _signed_step
+    from lslib._attack_base import linf_box as _linf_box
+    from lslib._attack_base import signed_step as _signed_step
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(300_000, generator=g).to(dtype)
@@ -671,3 +673,23 @@ def test_linf_bounds_are_exactly_inside_the_ball_and_tight(dtype, eps):
     assert bool(((adv - x).abs() <= e).all() and (adv >= 0).all() and (adv <= 1).all())
     naive = (x + e * direction.sign()).clamp(0, 1)
     assert bool(((adv == naive) | (adv == torch.nextafter(naive, x))).all())
+
+
+def test_cw_started_at_deepfool_never_ends_further_than_deepfool():
+    # five Adam steps of 0.01 cannot carry x to a boundary 0.3 away; started at DeepFool's
+    # adversarial, CW only shrinks a perturbation that already crosses: it fools every point
+    # DeepFool fools, never further than DeepFool and never closer than the exact distance
+    model, w, b = binary_linear(20, seed=3)
+    x = near_boundary_points(w, b, 16, dist=0.3)
+    y = model(x).argmax(1)
+    kw = dict(binary_search_steps=2, steps=5, lr=0.01, initial_const=1.0)
+    plain = A.carlini_wagner_l2(model, x, y, **kw)
+    started = A.carlini_wagner_l2(model, x, y, **kw, start="deepfool")
+    df = A.deepfool(model, x, y)
+    assert not bool(plain.success.any())
+    assert bool(started.success.all()) and bool(df.success.all())
+    assert bool((started.norms <= df.norms * (1 + 1e-9)).all())
+    dist = (x @ w + b).abs() / w.norm()
+    assert bool((started.norms >= dist * (1 - 1e-6)).all())
+    with pytest.raises(ValueError, match="start"):
+        A.carlini_wagner_l2(model, x, y, start="pgd")

@@ -128,6 +128,17 @@ def test_audit_provenance():
     assert fields["size"] == ("reduced (quick mode)" if meta["options"]["quick"] else "full")
 
 
+def test_survey_provenance_reads_the_attack_survey_meta():
+    meta = json.loads((RESULTS / "mnist-attacks.csv.meta.json").read_text())
+    fields = book.survey_provenance(meta)
+    assert set(book.PROVENANCE_FIELDS) <= set(fields) and fields["size"] == "full"
+    assert fields["commit"] == meta["git_commit"][:7] and meta["git_dirty"] is False
+    assert f"{meta['n']:,}" in fields["data"] and fields["device"] == meta["device"]
+    table = pd.read_csv(RESULTS / "mnist-attacks.csv")
+    assert list(table["attack"]) == ["FGSM", "BIM", "DeepFool", "CW"]
+    assert (table["n"] == meta["n"]).all()
+
+
 def test_the_boxes_are_labelled_and_give_every_field():
     live = book.live_provenance(data="10 images", epochs=2, device="cpu", seconds=12.0,
                                 quick=True)

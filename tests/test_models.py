@@ -11,12 +11,14 @@ from lslib.models import (
     MNIST_MEAN,
     MNIST_STD,
     MODELS,
+    Im2colConv2d,
     LeNetCIFAR,
     LeNetMNIST,
     LinearModel,
     Normalize,
     ResNet18,
     build_model,
+    with_cpu_speedups,
 )
 
 SHAPES = {
@@ -103,7 +105,24 @@ def test_normalize_rejects_flat_input_and_follows_dtype():
 
 def _reference_lenet(model: LeNetMNIST, x: torch.Tensor) -> torch.Tensor:
     """The same network through plain nn modules (oneDNN convolution, contiguous layout)."""
-    return model.classifier(model.features(model.normalize(x)).flatten(1))
+    conv = model.features[0]
+    z = nn.functional.conv2d(model.normalize(x), conv.weight, conv.bias)
+    for layer in model.features[1:]:
+        z = layer(z)
+    return model.classifier(z.flatten(1))
+
+
+def _fast_lenet() -> LeNetMNIST:
+    return with_cpu_speedups(LeNetMNIST())
+
+
+def test_the_cpu_speed_path_is_applied_at_build_time_only():
+    plain, fast = LeNetMNIST(), build_model("lenet-mnist")
+    assert type(plain.features[0]) is nn.Conv2d  # the class itself is plain PyTorch
+    assert type(fast.features[0]) is Im2colConv2d
+    assert type(build_model("lenet-mnist", cpu_speedups=False).features[0]) is nn.Conv2d
+    assert list(plain.state_dict()) == list(fast.state_dict())  # checkpoints load either way
+    assert type(with_cpu_speedups(LeNetCIFAR()).features[0]) is nn.Conv2d
 
 
 def _mnist_like(n: int, dtype=torch.float32) -> torch.Tensor:
@@ -133,7 +152,7 @@ def test_lenet_mnist_cpu_path_is_taken_where_it_applies():
 
 def test_lenet_mnist_forward_alone_equals_the_differentiable_forward():
     torch.manual_seed(0)
-    model = LeNetMNIST().eval()
+    model = _fast_lenet().eval()
     x = _mnist_like(16)
     with torch.no_grad():
         alone = model(x)
@@ -145,10 +164,10 @@ def test_lenet_mnist_forward_alone_equals_the_plain_network(dtype):
     """Without a graph the first convolution stays on oneDNN and the rest runs channels-last:
     the same values as the plain modules in the default layout, ties in the pools included."""
     torch.manual_seed(0)
-    model = LeNetMNIST().to(dtype).eval()
+    model = _fast_lenet().to(dtype).eval()
     x = _mnist_like(24, dtype)
     with torch.no_grad():
-        plain = model.classifier(model.features(model.normalize(x)).flatten(1))
+        plain = _reference_lenet(model, x)
         torch.testing.assert_close(model(x), plain, rtol=0, atol=1e-12 if dtype == torch.float64
                                    else 1e-5)
 
@@ -165,7 +184,7 @@ def test_im2col_conv_refuses_layers_it_does_not_compute():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 def test_lenet_mnist_cpu_path_equals_the_plain_network_in_value_and_input_gradient(dtype, tol):
     torch.manual_seed(0)
-    model = LeNetMNIST().to(dtype).eval()
+    model = _fast_lenet().to(dtype).eval()
     x = _mnist_like(64, dtype)
     y = torch.randint(0, 10, (64,))
     grads, outs = [], []
@@ -190,7 +209,7 @@ def test_lenet_mnist_cpu_path_trains_as_the_plain_network():
     models = []
     for forward in ("model", "reference"):
         torch.manual_seed(1)
-        model = LeNetMNIST().double().train()
+        model = _fast_lenet().double().train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         for step in range(2):
             torch.manual_seed(100 + step)
@@ -208,7 +227,7 @@ def test_lenet_mnist_cpu_path_has_a_second_derivative():
     """Input-gradient penalties differentiate twice (d/dW of ||d loss/dx||^2): ATen's own double
     backward is kept, and gives what the plain network gives."""
     torch.manual_seed(0)
-    model = LeNetMNIST().double().eval()
+    model = _fast_lenet().double().eval()
     x = _mnist_like(4, torch.float64)
     weight = model.features[0].weight
     penalties = []
