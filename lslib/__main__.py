@@ -115,8 +115,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out
     if out is None:
-        stem = "-".join(setups) + ("-quick" if args.quick else "") + (
-            "-synthetic" if args.synthetic else "")
+        stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
+            "-quick" if args.quick else "") + ("-synthetic" if args.synthetic else "")
         out = Path("results") / f"{stem}.csv"
     command = "python -m lslib " + " ".join(shlex.quote(a) for a in args.argv)
     try:
