@@ -76,13 +76,17 @@ from torch import Tensor, nn
 
 __all__ = [
     "LIMS",
+    "SWITCH_ATTACKS",
+    "AsOriginal",
     "MODELS",
     "VERSIONS",
     "OriginalConfig",
     "OriginalLeNet",
     "OriginalMLP",
     "Switches",
+    "attack_accuracy",
     "bim",
+    "bug_ladder",
     "carlini_wagner",
     "deepfool",
     "evaluate",
@@ -384,13 +388,14 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
     smooth = _smoother(config)
     start = time.perf_counter()
     val_losses, lrs, epoch_seconds = [], [], []
-    batches = 0
+    batches, batch_wall, batch_cpu = 0, 0.0, 0.0
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(y_train), generator=gen)
         for i in range(0, len(order), config.batch_size):
             idx = order[i:i + config.batch_size]
+            w0, c0 = time.perf_counter(), time.process_time()
             xb, yb = from_pixels(x_train[idx]).to(device), y_train[idx].to(device)
             opt.zero_grad()
             probs = model(xb)
@@ -402,6 +407,8 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
             loss.backward()
             opt.step()
             batches += 1
+            batch_wall += time.perf_counter() - w0
+            batch_cpu += time.process_time() - c0
             if max_batches is not None and batches >= max_batches:
                 break
         model.eval()
@@ -418,7 +425,8 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
             break
     record = {"config": json.dumps(config.to_dict(), sort_keys=True, default=str),
               "seconds": time.perf_counter() - start, "epoch_seconds": epoch_seconds,
-              "batches": batches, "losses": val_losses, "learning_rates": lrs,
+              "batches": batches, "batch_seconds": batch_wall, "batch_cpu_seconds": batch_cpu,
+              "losses": val_losses, "learning_rates": lrs,
               **{k: str(v) for k, v in provenance(device).items()}}
     return model.eval(), record
 
@@ -692,3 +700,67 @@ def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
         out["l2_mean"] = statistics.fmean(res.norms)
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# one bug at a time
+# --------------------------------------------------------------------------------------------
+
+
+class AsOriginal(nn.Module):
+    """A model of :mod:`lslib.models` (logits on [0, 1] pixels) as the original's: float64,
+    inputs in [-0.5, 0.5], softmax output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.double()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(self.model(x + 0.5), dim=1)
+
+
+#: Which attacks each switch acts on (the switches a chapter turns off one at a time).
+SWITCH_ATTACKS: dict[str, tuple[str, ...]] = {
+    "smoothed_attack_target": ("FGSM", "BIM"),
+    "bls_target_gradient": ("FGSM",),
+    "bim_clip_at_end": ("BIM",),
+    "deepfool_on_softmax": ("DeepFool",),
+    "deepfool_readd": ("DeepFool",),
+    "cw_constants": ("CW",),
+    "cw_last_success": ("CW",),
+}
+
+
+def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float = 0.0,
+               method: str | None = None, temperature: float = 0.001,
+               steps: dict[str, int] | None = None,
+               switches: tuple[str, ...] = tuple(SWITCH_ATTACKS)) -> Any:
+    """Each bug turned off alone: per switch and attack it acts on, the accuracy with every bug
+    (``Switches()``), with that one switch set to its correct value, and the change; then every
+    attack with all bugs off (``Switches.fixed()``, switch "all"). ``model`` is an original-style
+    model (softmax, float64; see :class:`AsOriginal`), ``x`` in [-0.5, 0.5]. FGSM and BIM use
+    ``eps``. Returns a :class:`pandas.DataFrame` (switch, attack, with_bug, without, change)."""
+    import pandas as pd
+
+    fixed = Switches.fixed()
+    acc: dict[tuple[str, Switches], float] = {}
+
+    def run(attack: str, sw: Switches) -> float:
+        if (attack, sw) not in acc:
+            acc[attack, sw] = attack_accuracy(model, x, y, attack, eps=eps, alpha=alpha,
+                                              method=method, temperature=temperature,
+                                              switches=sw, steps=steps).accuracy
+        return acc[attack, sw]
+
+    rows = []
+    for name in switches:
+        one_off = dataclasses.replace(Switches(), **{name: getattr(fixed, name)})
+        for attack in SWITCH_ATTACKS[name]:
+            bug, off = run(attack, Switches()), run(attack, one_off)
+            rows.append({"switch": name, "attack": attack, "with_bug": bug, "without": off,
+                         "change": off - bug})
+    for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+        bug, off = run(attack, Switches()), run(attack, fixed)
+        rows.append({"switch": "all", "attack": attack, "with_bug": bug, "without": off,
+                     "change": off - bug})
+    return pd.DataFrame(rows, columns=["switch", "attack", "with_bug", "without", "change"])

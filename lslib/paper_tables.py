@@ -37,10 +37,12 @@ __all__ = [
     "SETUP_NAMES",
     "TABLES",
     "find_results",
+    "format_share_within",
     "format_side_by_side",
     "paper_table",
     "paper_wide",
     "read_provenance",
+    "share_within",
     "side_by_side",
     "smoothing_beats_natural",
     "summarise_differences",
@@ -379,6 +381,47 @@ def summarise_differences(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataF
                 max_abs_diff=("abs", "max"), within=("in", "mean")).reset_index()
     out.insert(3, "table", out["attack"].map(TABLE_NUMBER))
     return out
+
+
+def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:
+    """Per protocol and table, how many of the paper's cells we match within ``tol``.
+
+    ``frame`` is a :func:`side_by_side` frame (every paper cell of its set-ups, ``ours`` NaN
+    where we did not run it). Columns: protocol, table, attack, cells (the paper's cells with a
+    number), run (those we have a number for), within (``|ours - paper| <= tol``), share
+    (within / cells: a cell not run counts as not matched) and share_run (within / run). A last
+    line per protocol, table "2-5", pools the attack tables.
+    """
+    _check_side_by_side(frame)
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    f = frame[frame["paper"].notna()].copy()
+    f["run"] = f["ours"].notna()
+    f["within"] = f["run"] & ((f["ours"] - f["paper"]).abs() <= tol + 1e-12)
+    f["table"] = f["attack"].map(TABLE_NUMBER).astype(str)
+    rows = []
+    for proto, g in f.groupby("protocol", sort=False):
+        parts = [(t, a, g[g["attack"] == a]) for a, t in TABLE_NUMBER.items() if a != "clean"]
+        parts += [("2-5", "FGSM+BIM+DeepFool+CW", g[g["attack"] != "clean"]),
+                  ("6", "clean", g[g["attack"] == "clean"])]
+        for table, attack, cells in parts:
+            n, run, within = len(cells), int(cells["run"].sum()), int(cells["within"].sum())
+            rows.append({"protocol": proto, "table": str(table), "attack": attack, "cells": n,
+                         "run": run, "within": within,
+                         "share": within / n if n else math.nan,
+                         "share_run": within / run if run else math.nan})
+    return pd.DataFrame(rows, columns=["protocol", "table", "attack", "cells", "run", "within",
+                                       "share", "share_run"])
+
+
+def format_share_within(shares: pd.DataFrame, tol: float = 0.05) -> str:
+    """:func:`share_within` as a few printable lines per protocol."""
+    lines = [f"share of the paper's cells within {tol:g} (a cell not run counts as missed)"]
+    for proto, g in shares.groupby("protocol", sort=False):
+        parts = [f"T{r.table} {r.within}/{r.cells} = {r.share:.0%}"
+                 + (f" ({r.run} run)" if r.run < r.cells else "") for r in g.itertuples()]
+        lines.append(f"  {proto:8s} " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
