@@ -28,17 +28,23 @@ of every training setting), so the two protocols and later runs share them; the 
 cache, workers get the weights through Ray. The cache folder is the ``cache_dir`` argument, else
 ``$LSLIB_CACHE``, else ``~/.cache/lslib/models``. Weights are never written under ``results/``.
 
-The two protocols
------------------
+The three protocols
+-------------------
+``original`` is the authors' code path, bugs included (:mod:`lslib.original`: its own float64
+softmax models trained as the original trained them, its own attacks, each bug a named switch of
+:class:`lslib.original.Switches`); it covers the MNIST set-ups. Its models are cached like the
+others (keys ``orig-...``); a config that trains and builds itself is the runner's only seam.
+
 ``paper`` reproduces the original code's evaluation (``../shared/notes/original-code.md``):
 FGSM and BIM attack the loss against the model's OWN SMOOTHED TARGET (:func:`lslib.train.build_loss`
 with ``reduction="none"``; plain cross-entropy for the natural and PGD-trained models), BIM runs 10
 steps of eps/10 without random start, DeepFool runs at most 10 iterations without overshoot on the
 softmax outputs (the original differentiated probabilities, not logits), CW runs 5 binary-search
 steps x 10 Adam steps, lr 0.1, c0 = 1, kappa 0, no early abort; test slices are small (MNIST: the
-first 2000 test images, as at the original's HEAD). What our functions cannot reproduce: the
-original DeepFool's bug that re-adds the cumulative perturbation each iteration, and its CW
-returning the last success instead of the smallest; batch size 1 versus batches changes nothing.
+first 2000 test images, as at the original's HEAD). What our functions do not reproduce (the
+``original`` protocol does): the original DeepFool's bug that re-adds the cumulative perturbation
+each iteration, and its CW returning the last success instead of the smallest; batch size 1
+versus batches changes nothing.
 In both protocols BIM stops attacking a point at the first iterate that fools the model
 (``early_stop``): a point counts as fooled when any iterate fooled it, with or without the stop,
 so the accuracies are the same and only the steps on fooled points are saved.
