@@ -39,6 +39,7 @@ __all__ = [
     "find_results",
     "format_share_within",
     "format_side_by_side",
+    "gains_by_method",
     "paper_table",
     "paper_wide",
     "read_provenance",
@@ -447,6 +448,40 @@ def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
         cells=("p", "size"), paper=("p", "mean"), ours=("o", "mean"), paper_gain=("gp", "mean"),
         ours_gain=("go", "mean")).reset_index()
     return out
+
+
+def gains_by_method(frame: pd.DataFrame, *, margin: float = 0.05) -> pd.DataFrame:
+    """Per set-up, protocol, attack and smoothing method: how its cells compare with the natural
+    model at the same attack and eps, in ours and in the paper's numbers.
+
+    ``frame`` is a :func:`side_by_side` frame. Columns: setup, protocol, attack, method, cells
+    (cells with both of our numbers), above (ours more than ``margin`` above natural), below
+    (more than ``margin`` under), mean_gain and max_gain (ours - natural), max_alpha and max_eps
+    (where the largest gain is), paper_above and paper_mean_gain (the same in the paper's
+    numbers, over the same cells).
+    """
+    _check_side_by_side(frame)
+    keys = ["setup", "protocol", "attack", "eps"]
+    f = frame.assign(eps=frame["eps"].fillna(-1.0))
+    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
+        columns={"paper": "nat_paper", "ours": "nat_ours"})
+    ls = f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+    ls = ls[ls[["ours", "nat_ours"]].notna().all(axis=1)]
+    ls = ls.assign(g=ls["ours"] - ls["nat_ours"], gp=ls["paper"] - ls["nat_paper"])
+    rows = []
+    for (setup, proto, attack, method), g in ls.groupby(
+            ["setup", "protocol", "attack", "defence"], sort=False):
+        top = g.loc[g["g"].idxmax()]
+        rows.append({"setup": setup, "protocol": proto, "attack": attack, "method": method,
+                     "cells": len(g), "above": int((g["g"] > margin).sum()),
+                     "below": int((g["g"] < -margin).sum()), "mean_gain": g["g"].mean(),
+                     "max_gain": top["g"], "max_alpha": top["alpha"],
+                     "max_eps": None if top["eps"] == -1.0 else top["eps"],
+                     "paper_above": int((g["gp"] > margin).sum()),
+                     "paper_mean_gain": g["gp"].mean()})
+    return pd.DataFrame(rows, columns=["setup", "protocol", "attack", "method", "cells", "above",
+                                       "below", "mean_gain", "max_gain", "max_alpha",
+                                       "max_eps", "paper_above", "paper_mean_gain"])
 
 
 def versus_alpha(frame: pd.DataFrame) -> pd.DataFrame:
