@@ -308,7 +308,8 @@ class OriginalConfig:
                     download: bool = False, progress: bool = False,
                     cache: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
         """Train from the seed (runner seam); the ``start_from`` checkpoint is read from (or
-        trained into) the model cache."""
+        trained into) the model cache, and so is the per-epoch state of a training that is
+        interrupted (``$LSLIB_CACHE``, default ``~/.cache/lslib/models``)."""
         return train_original(self, device=device, data_root=data_root, download=download,
                               cache=cache, progress=progress)
 
@@ -364,11 +365,18 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
                    data_root: str | None = None, download: bool = False,
                    cache: Path | None = None, progress: bool = False,
                    log: Callable[[str], None] | None = None,
-                   max_batches: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                   max_batches: int | None = None,
+                   stop_after_epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train as the original trained (see the module docstring). Returns the model (eval mode)
     and a record (seconds, per-epoch seconds, validation losses, learning rates).
-    ``max_batches`` stops after that many batches (timing only)."""
-    from lslib.experiments import provenance
+
+    Resumable: after every epoch the whole state (weights, optimiser, scheduler, random number
+    generators, history) is written atomically to ``<cache>/<key>.partial.pt``; a run killed
+    (``kill -9`` included) resumes from the last finished epoch, with the same result as an
+    uninterrupted run. The file is removed when training ends. ``max_batches`` stops after that
+    many batches (timing only, nothing saved); ``stop_after_epochs`` returns after that many
+    epochs of this call, leaving the partial file (tests)."""
+    from lslib.experiments import atomic_write, cache_dir, provenance
 
     device = torch.device(device)
     torch.manual_seed(config.seed)
@@ -389,7 +397,22 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
     start = time.perf_counter()
     val_losses, lrs, epoch_seconds = [], [], []
     batches, batch_wall, batch_cpu = 0, 0.0, 0.0
-    for epoch in range(config.epochs):
+    partial = cache_dir(cache) / f"{config.key()}.partial.pt"
+    first = 0
+    if max_batches is None and partial.is_file():
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["rng"])
+        val_losses, lrs, epoch_seconds = st["val_losses"], st["lrs"], st["epoch_seconds"]
+        batches, batch_wall, batch_cpu = st["batches"], st["batch_wall"], st["batch_cpu"]
+        first = st["epoch"] + 1
+        start -= st["seconds"]
+        if log is not None:
+            log(f"{config.key()}: resuming after epoch {first} of {config.epochs}")
+    for epoch in range(first, config.epochs):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(y_train), generator=gen)
@@ -423,6 +446,18 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
             log(f"{config.key()} epoch {epoch + 1}/{config.epochs} val loss {val_loss:.4f}")
         if max_batches is not None and batches >= max_batches:
             break
+        if max_batches is None and epoch + 1 < config.epochs:
+            st = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                  "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                  "rng": torch.get_rng_state(), "val_losses": val_losses, "lrs": lrs,
+                  "epoch_seconds": epoch_seconds, "batches": batches, "batch_wall": batch_wall,
+                  "batch_cpu": batch_cpu, "epoch": epoch,
+                  "seconds": time.perf_counter() - start}
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(partial, lambda p, st=st: torch.save(st, p))
+            if stop_after_epochs is not None and epoch + 1 - first >= stop_after_epochs:
+                return model.eval(), {"partial": True}
+    partial.unlink(missing_ok=True)
     record = {"config": json.dumps(config.to_dict(), sort_keys=True, default=str),
               "seconds": time.perf_counter() - start, "epoch_seconds": epoch_seconds,
               "batches": batches, "batch_seconds": batch_wall, "batch_cpu_seconds": batch_cpu,

@@ -290,3 +290,18 @@ def test_bug_ladder_turns_one_switch_off_at_a_time():
                                   switches=Switches(smoothed_attack_target=False)).accuracy
     assert float(one["without"].iloc[0]) == direct
     assert (ladder["change"] == ladder["without"] - ladder["with_bug"]).all()
+
+
+def test_training_resumes_after_an_interruption_with_the_same_result(tmp_path):
+    config = orig.OriginalConfig(model="lenet-mnist", method="boltzmann", alpha=0.4, epochs=3,
+                                 train_limit=200, val_n=32, data_source="synthetic")
+    whole, _ = orig.train_original(config, cache=tmp_path / "a")
+    _, rec = orig.train_original(config, cache=tmp_path / "b", stop_after_epochs=1)
+    assert rec == {"partial": True}
+    assert (tmp_path / "b" / f"{config.key()}.partial.pt").is_file()
+    torch.manual_seed(123)  # a resumed process starts with other RNG states
+    resumed, record = orig.train_original(config, cache=tmp_path / "b")
+    assert len(record["losses"]) == 3
+    assert not (tmp_path / "b" / f"{config.key()}.partial.pt").exists()
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
