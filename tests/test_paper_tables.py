@@ -315,7 +315,7 @@ def test_find_results_takes_the_first_folder_holding_every_file(tmp_path, monkey
         find_results()
 
 
-def _frame(rows):
+def _cells_frame(rows):
     import pandas as pd
 
     cols = ["setup", "protocol", "defence", "alpha", "attack", "eps", "paper", "ours"]
@@ -325,7 +325,7 @@ def _frame(rows):
 def test_gains_by_method_per_method_against_natural_by_hand():
     from lslib.paper_tables import gains_by_method
 
-    f = _frame([
+    f = _cells_frame([
         ("mnist-linear", "strong", "natural", None, "FGSM", 0.2, 0.00, 0.10),
         ("mnist-linear", "strong", "ALS", 0.1, "FGSM", 0.2, 0.50, 0.20),   # +0.10
         ("mnist-linear", "strong", "ALS", 0.4, "FGSM", 0.2, 0.40, 0.12),   # +0.02
@@ -342,7 +342,7 @@ def test_gains_by_method_per_method_against_natural_by_hand():
 def test_share_within_counts_cells_not_run_as_missed():
     from lslib.paper_tables import share_within
 
-    f = _frame([
+    f = _cells_frame([
         ("mnist-linear", "original", "ALS", 0.1, "CW", None, 0.10, 0.12),   # within
         ("mnist-linear", "original", "SLS", 0.1, "CW", None, 0.10, 0.30),   # not within
         ("mnist-linear", "original", "BLS", 0.1, "CW", None, 0.10, None),   # not run
