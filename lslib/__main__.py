@@ -6,7 +6,8 @@ Commands (argparse subparsers; add a new one with a ``_add_<name>`` function and
 - ``reproduce SETUP [SETUP ...]``: run the paper's sweep for the set-ups (``mnist-linear``,
   ``mnist-lenet``, ``cifar-lenet``, ``cifar-resnet``, ``svhn-lenet`` or ``all``) under one or both
   attack protocols, resumable; writes a results CSV (+ ``.journal.jsonl`` and ``.meta.json``).
-- ``compare RESULTS.csv``: the paper's Tables 2-6 beside ours, cell for cell, with the difference.
+- ``compare [RESULTS.csv ...]``: the paper's Tables 2-6 beside ours, cell for cell, with the
+  difference, and per protocol and table the share of the paper's MNIST cells within 0.05.
 - ``setups``: the set-ups, their models, training settings and protocols.
 - ``audit --model NAME --checkpoint FILE --eps EPS ...``: the gradient-masking checklist of
   :mod:`lslib.audit` for a saved model (``python -m lslib audit --help`` lists its options).
@@ -115,8 +116,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out
     if out is None:
-        stem = "-".join(setups) + ("-quick" if args.quick else "") + (
-            "-synthetic" if args.synthetic else "")
+        stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
+            "-quick" if args.quick else "") + ("-synthetic" if args.synthetic else "")
         out = Path("results") / f"{stem}.csv"
     command = "python -m lslib " + " ".join(shlex.quote(a) for a in args.argv)
     try:
@@ -150,8 +151,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the paper's Tables 2-6 beside a results CSV",
                        description="Print the paper's cells beside ours, cell for cell, with "
                        "the difference ours - paper.")
-    p.add_argument("results", type=_cli.existing_file(),
-                   help="a CSV written by `lslib reproduce`")
+    p.add_argument("results", type=_cli.existing_file(), nargs="*",
+                   help="CSVs written by `lslib reproduce` (default: the MNIST ones of "
+                   "results/ that exist)")
     p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                    help="only this protocol")
     p.add_argument("--attack", default=None, choices=list(ATTACK_NAMES),
@@ -162,15 +164,34 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    "default 0.001)")
     p.add_argument("--csv", type=_cli.output_file(), default=None,
                    help="also write the side-by-side table here")
+    p.add_argument("--summary", action="store_true",
+                   help="only the share of the paper's cells within 0.05, per protocol and table")
     p.set_defaults(func=_compare)
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from lslib._files import read_results_checked
-    from lslib.paper_tables import format_side_by_side, side_by_side
+DEFAULT_RESULTS = ("mnist-linear.csv", "mnist-lenet.csv", "mnist-linear-original.csv",
+                   "mnist-lenet-original.csv")
 
-    frame = side_by_side(read_results_checked(Path(args.results)), protocol=args.protocol,
-                         bls_temperature=args.bls_temperature)
+
+def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lslib._files import read_results_checked
+    from lslib.paper_tables import (
+        format_share_within,
+        format_side_by_side,
+        share_within,
+        side_by_side,
+    )
+
+    paths = [Path(p) for p in args.results] or [
+        Path("results") / n for n in DEFAULT_RESULTS if (Path("results") / n).is_file()]
+    if not paths:
+        print("no results to compare: give CSVs written by `lslib reproduce` (none in results/)",
+              file=sys.stderr)
+        return 2
+    ours = pd.concat([read_results_checked(p) for p in paths], ignore_index=True)
+    frame = side_by_side(ours, protocol=args.protocol, bls_temperature=args.bls_temperature)
     if args.attack:
         frame = frame[frame["attack"] == args.attack]
     if args.setup:
@@ -178,7 +199,11 @@ def _compare(args: argparse.Namespace) -> int:
     if frame.empty:
         print("nothing to compare (no matching set-up, protocol or attack)", file=sys.stderr)
         return 1
-    print(format_side_by_side(frame))
+    if not args.summary:
+        print(format_side_by_side(frame))
+    mnist = frame[frame["setup"].isin(["mnist-linear", "mnist-lenet"])]
+    if len(mnist):
+        print(format_share_within(share_within(mnist)))
     if args.csv:
         frame.to_csv(args.csv, index=False)
     return 0

@@ -28,17 +28,23 @@ of every training setting), so the two protocols and later runs share them; the 
 cache, workers get the weights through Ray. The cache folder is the ``cache_dir`` argument, else
 ``$LSLIB_CACHE``, else ``~/.cache/lslib/models``. Weights are never written under ``results/``.
 
-The two protocols
------------------
+The three protocols
+-------------------
+``original`` is the authors' code path, bugs included (:mod:`lslib.original`: its own float64
+softmax models trained as the original trained them, its own attacks, each bug a named switch of
+:class:`lslib.original.Switches`); it covers the MNIST set-ups. Its models are cached like the
+others (keys ``orig-...``); a config that trains and builds itself is the runner's only seam.
+
 ``paper`` reproduces the original code's evaluation (``../shared/notes/original-code.md``):
 FGSM and BIM attack the loss against the model's OWN SMOOTHED TARGET (:func:`lslib.train.build_loss`
 with ``reduction="none"``; plain cross-entropy for the natural and PGD-trained models), BIM runs 10
 steps of eps/10 without random start, DeepFool runs at most 10 iterations without overshoot on the
 softmax outputs (the original differentiated probabilities, not logits), CW runs 5 binary-search
 steps x 10 Adam steps, lr 0.1, c0 = 1, kappa 0, no early abort; test slices are small (MNIST: the
-first 2000 test images, as at the original's HEAD). What our functions cannot reproduce: the
-original DeepFool's bug that re-adds the cumulative perturbation each iteration, and its CW
-returning the last success instead of the smallest; batch size 1 versus batches changes nothing.
+first 2000 test images, as at the original's HEAD). What our functions do not reproduce (the
+``original`` protocol does): the original DeepFool's bug that re-adds the cumulative perturbation
+each iteration, and its CW returning the last success instead of the smallest; batch size 1
+versus batches changes nothing.
 In both protocols BIM stops attacking a point at the first iterate that fools the model
 (``early_stop``): a point counts as fooled when any iterate fooled it, with or without the stop,
 so the accuracies are the same and only the steps on fooled points are saved.
@@ -238,6 +244,8 @@ class Protocol:
     n: int | None = None
     n_clean: int | None = None
     n_cw: int | None = None
+    engine: str = "lslib"
+    switches: Any = None
 
     def quick(self) -> Protocol:
         """A miniature of the protocol for CI (same code paths, tiny iteration counts)."""
@@ -258,6 +266,8 @@ class Protocol:
 
     def describe(self, attack: str) -> str:
         """The exact attack settings of a row, as a string for the table."""
+        if self.engine == "original":
+            return self._describe_original(attack)
         loss = "smoothed-target" if self.smoothed_loss else "ce"
         if attack == "clean":
             return "none"
@@ -272,6 +282,18 @@ class Protocol:
             return "deepfool" + on + " " + " ".join(
                 f"{k}={v}" for k, v in sorted(self.deepfool.items()))
         return "cw " + " ".join(f"{k}={v}" for k, v in sorted(self.cw.items()))
+
+    def _describe_original(self, attack: str) -> str:
+        from lslib.original import Switches
+
+        sw = self.switches or Switches()
+        if attack == "clean":
+            return "none (original)"
+        steps = {"FGSM": "", "BIM": f" steps={self.bim['steps']} step=eps/{self.bim['steps']}",
+                 "DeepFool": f" steps={self.deepfool['steps']} candidates=10",
+                 "CW": f" binary_search_steps={self.cw['binary_search_steps']} "
+                       f"steps={self.cw['steps']} lr=0.1 c0=1 kappa=0"}[attack]
+        return f"original {attack.lower()}{steps} switches: {sw.describe()}"
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -290,7 +312,18 @@ PROTOCOLS: dict[str, Protocol] = {
                 abort_early=True, start="deepfool"),
         n=1000, n_clean=0, n_cw=500,
     ),
+    # the authors' code path, bugs included (lslib.original; MNIST set-ups only)
+    "original": Protocol(
+        "original", smoothed_loss=True,
+        bim=dict(steps=10, step_frac=0.1, random_start=False, restarts=1, early_stop=False),
+        deepfool=dict(steps=10, overshoot=0.0, candidates=10), deepfool_on_softmax=True,
+        cw=dict(binary_search_steps=5, steps=10, lr=0.1, initial_const=1.0, kappa=0.0,
+                abort_early=False),
+        n=1000, engine="original",
+    ),
 }
+#: Set-ups the original protocol covers (its models and data are the MNIST ones).
+ORIGINAL_SETUPS = ("mnist-linear", "mnist-lenet")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +414,11 @@ class Sweep:
                 raise ValueError(f"unknown {name} {bad}: choose from {sorted(allowed)}")
         if self.data_source not in ("real", "synthetic"):
             raise ValueError(f"data_source must be 'real' or 'synthetic', got {self.data_source!r}")
+        if "original" in self.protocols:
+            other = [s for s in self.setups if s not in ORIGINAL_SETUPS]
+            if other:
+                raise ValueError(f"protocol 'original' covers {', '.join(ORIGINAL_SETUPS)} only, "
+                                 f"not {', '.join(other)}")
         _check_sweep_numbers(self)
 
     def defences(self, setup: SetUp | None = None) -> list[Defence]:
@@ -802,8 +840,14 @@ def load_meta(path: Path, log: Callable[[str], None]) -> dict[str, Any]:
 def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
     """A row's protocol, its model's training config and the hash of every setting."""
     protocol = sweep.protocol(row.protocol)
-    config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
-                                      data_source=sweep.data_source)
+    if protocol.engine == "original":
+        from lslib.original import train_config
+
+        config: Any = train_config(SETUPS[row.setup], row.defence, seed=sweep.seed,
+                                   quick=sweep.quick, data_source=sweep.data_source)
+    else:
+        config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
+                                          data_source=sweep.data_source)
     return protocol, config, _settings_hash(row, protocol, config)
 
 
@@ -826,6 +870,10 @@ def row_job(models: list[nn.Module], device: torch.device, *, row: Row, protocol
     """One row's numbers (a :class:`lslib.runner.Job` function, run in the driver or a worker)."""
     setup = SETUPS[row.setup]
     test = _test_split(setup.name, data_source, data_root, seed + 7, download)
+    if protocol.engine == "original":
+        from lslib.original import evaluate
+
+        return evaluate(row, models[0], test, protocol, setup, config)
     return _evaluate(row, models[0], test, protocol, setup, config, device, progress=False)
 
 

@@ -37,10 +37,13 @@ __all__ = [
     "SETUP_NAMES",
     "TABLES",
     "find_results",
+    "format_share_within",
     "format_side_by_side",
+    "gains_by_method",
     "paper_table",
     "paper_wide",
     "read_provenance",
+    "share_within",
     "side_by_side",
     "smoothing_beats_natural",
     "summarise_differences",
@@ -381,6 +384,47 @@ def summarise_differences(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataF
     return out
 
 
+def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:
+    """Per protocol and table, how many of the paper's cells we match within ``tol``.
+
+    ``frame`` is a :func:`side_by_side` frame (every paper cell of its set-ups, ``ours`` NaN
+    where we did not run it). Columns: protocol, table, attack, cells (the paper's cells with a
+    number), run (those we have a number for), within (``|ours - paper| <= tol``), share
+    (within / cells: a cell not run counts as not matched) and share_run (within / run). A last
+    line per protocol, table "2-5", pools the attack tables.
+    """
+    _check_side_by_side(frame)
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    f = frame[frame["paper"].notna()].copy()
+    f["run"] = f["ours"].notna()
+    f["within"] = f["run"] & ((f["ours"] - f["paper"]).abs() <= tol + 1e-12)
+    f["table"] = f["attack"].map(TABLE_NUMBER).astype(str)
+    rows = []
+    for proto, g in f.groupby("protocol", sort=False):
+        parts = [(t, a, g[g["attack"] == a]) for a, t in TABLE_NUMBER.items() if a != "clean"]
+        parts += [("2-5", "FGSM+BIM+DeepFool+CW", g[g["attack"] != "clean"]),
+                  ("6", "clean", g[g["attack"] == "clean"])]
+        for table, attack, cells in parts:
+            n, run, within = len(cells), int(cells["run"].sum()), int(cells["within"].sum())
+            rows.append({"protocol": proto, "table": str(table), "attack": attack, "cells": n,
+                         "run": run, "within": within,
+                         "share": within / n if n else math.nan,
+                         "share_run": within / run if run else math.nan})
+    return pd.DataFrame(rows, columns=["protocol", "table", "attack", "cells", "run", "within",
+                                       "share", "share_run"])
+
+
+def format_share_within(shares: pd.DataFrame, tol: float = 0.05) -> str:
+    """:func:`share_within` as a few printable lines per protocol."""
+    lines = [f"share of the paper's cells within {tol:g} (a cell not run counts as missed)"]
+    for proto, g in shares.groupby("protocol", sort=False):
+        parts = [f"T{r.table} {r.within}/{r.cells} = {r.share:.0%}"
+                 + (f" ({r.run} run)" if r.run < r.cells else "") for r in g.itertuples()]
+        lines.append(f"  {proto:8s} " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
     """Where the paper's pattern holds: the share of label-smoothing cells (ALS, SLS, BLS, SBLS
     at every alpha) more accurate than the natural model at the same set-up, attack and eps, in
@@ -404,6 +448,40 @@ def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
         cells=("p", "size"), paper=("p", "mean"), ours=("o", "mean"), paper_gain=("gp", "mean"),
         ours_gain=("go", "mean")).reset_index()
     return out
+
+
+def gains_by_method(frame: pd.DataFrame, *, margin: float = 0.05) -> pd.DataFrame:
+    """Per set-up, protocol, attack and smoothing method: how its cells compare with the natural
+    model at the same attack and eps, in ours and in the paper's numbers.
+
+    ``frame`` is a :func:`side_by_side` frame. Columns: setup, protocol, attack, method, cells
+    (cells with both of our numbers), above (ours more than ``margin`` above natural), below
+    (more than ``margin`` under), mean_gain and max_gain (ours - natural), max_alpha and max_eps
+    (where the largest gain is), paper_above and paper_mean_gain (the same in the paper's
+    numbers, over the same cells).
+    """
+    _check_side_by_side(frame)
+    keys = ["setup", "protocol", "attack", "eps"]
+    f = frame.assign(eps=frame["eps"].fillna(-1.0))
+    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
+        columns={"paper": "nat_paper", "ours": "nat_ours"})
+    ls = f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+    ls = ls[ls[["ours", "nat_ours"]].notna().all(axis=1)]
+    ls = ls.assign(g=ls["ours"] - ls["nat_ours"], gp=ls["paper"] - ls["nat_paper"])
+    rows = []
+    for (setup, proto, attack, method), g in ls.groupby(
+            ["setup", "protocol", "attack", "defence"], sort=False):
+        top = g.loc[g["g"].idxmax()]
+        rows.append({"setup": setup, "protocol": proto, "attack": attack, "method": method,
+                     "cells": len(g), "above": int((g["g"] > margin).sum()),
+                     "below": int((g["g"] < -margin).sum()), "mean_gain": g["g"].mean(),
+                     "max_gain": top["g"], "max_alpha": top["alpha"],
+                     "max_eps": None if top["eps"] == -1.0 else top["eps"],
+                     "paper_above": int((g["gp"] > margin).sum()),
+                     "paper_mean_gain": g["gp"].mean()})
+    return pd.DataFrame(rows, columns=["setup", "protocol", "attack", "method", "cells", "above",
+                                       "below", "mean_gain", "max_gain", "max_alpha",
+                                       "max_eps", "paper_above", "paper_mean_gain"])
 
 
 def versus_alpha(frame: pd.DataFrame) -> pd.DataFrame:

@@ -195,6 +195,12 @@ def train_task(spec: ModelSpec, where: _Where) -> tuple[dict[str, torch.Tensor],
     from lslib.experiments import SETUPS, train_fresh
 
     device = _task_device(where)
+    own = getattr(spec.config, "train_fresh", None)  # a config that trains itself (original)
+    if own is not None:
+        with _threads(where.threads, where):
+            model, record = own(device=device, data_root=where.data_root,
+                                download=where.download, progress=where.progress)
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, record
     with _threads(where.threads, where):
         model, record = train_fresh(SETUPS[spec.setup], spec.config, device=device,
                                     data_root=where.data_root, download=where.download,
@@ -207,7 +213,8 @@ def build_trained(spec: ModelSpec, state: dict[str, torch.Tensor],
     """``spec``'s architecture with the weights ``state``, in eval mode on ``device``."""
     from lslib.models import build_model
 
-    model = build_model(spec.config.model)
+    build = getattr(spec.config, "build", None)  # a config that builds its own model (original)
+    model = build() if build is not None else build_model(spec.config.model)
     model.load_state_dict(state)
     return model.to(device).eval()
 

@@ -313,3 +313,42 @@ def test_find_results_takes_the_first_folder_holding_every_file(tmp_path, monkey
     assert got == Path("results") and (tmp_path / "results" / "x.csv.meta.json").read_text() == "{}"
     with pytest.raises(ValueError, match="at least one"):
         find_results()
+
+
+def _cells_frame(rows):
+    import pandas as pd
+
+    cols = ["setup", "protocol", "defence", "alpha", "attack", "eps", "paper", "ours"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_gains_by_method_per_method_against_natural_by_hand():
+    from lslib.paper_tables import gains_by_method
+
+    f = _cells_frame([
+        ("mnist-linear", "strong", "natural", None, "FGSM", 0.2, 0.00, 0.10),
+        ("mnist-linear", "strong", "ALS", 0.1, "FGSM", 0.2, 0.50, 0.20),   # +0.10
+        ("mnist-linear", "strong", "ALS", 0.4, "FGSM", 0.2, 0.40, 0.12),   # +0.02
+        ("mnist-linear", "strong", "SBLS", 0.4, "FGSM", 0.2, 0.30, 0.00),  # -0.10
+    ])
+    g = gains_by_method(f, margin=0.05).set_index("method")
+    assert g.loc["ALS", "above"] == 1 and g.loc["ALS", "below"] == 0
+    assert g.loc["ALS", "max_gain"] == pytest.approx(0.10)
+    assert g.loc["ALS", "max_alpha"] == 0.1 and g.loc["ALS", "mean_gain"] == pytest.approx(0.06)
+    assert g.loc["ALS", "paper_above"] == 2
+    assert g.loc["SBLS", "below"] == 1 and g.loc["SBLS", "above"] == 0
+
+
+def test_share_within_counts_cells_not_run_as_missed():
+    from lslib.paper_tables import share_within
+
+    f = _cells_frame([
+        ("mnist-linear", "original", "ALS", 0.1, "CW", None, 0.10, 0.12),   # within
+        ("mnist-linear", "original", "SLS", 0.1, "CW", None, 0.10, 0.30),   # not within
+        ("mnist-linear", "original", "BLS", 0.1, "CW", None, 0.10, None),   # not run
+        ("mnist-linear", "original", "BLS", 0.1, "clean", 0.0, 0.98, 0.98),
+    ])
+    s = share_within(f, tol=0.05).set_index("table")
+    assert s.loc["5", "cells"] == 3 and s.loc["5", "run"] == 2 and s.loc["5", "within"] == 1
+    assert s.loc["5", "share"] == pytest.approx(1 / 3) and s.loc["5", "share_run"] == 0.5
+    assert s.loc["2-5", "cells"] == 3 and s.loc["6", "share"] == 1.0

@@ -1,0 +1,801 @@
+"""The authors' code path, reproduced faithfully, bugs included (the ``original`` protocol).
+
+This module re-implements, in our own code, what the public repository of the paper
+(MGoibert/Label_smoothing; facts in ``../shared/notes/original-code.md``) computes, so that the
+book can show where the published Tables 2-6 come from and then turn the deviations off one at a
+time. Nothing here is copied from that repository; every behaviour is re-derived and tested
+against hand-computed cases (``tests/test_original.py``).
+
+What the original does, and we do here
+--------------------------------------
+- Models end in a softmax and run in float64 (:class:`OriginalMLP`, :class:`OriginalLeNet`);
+  MNIST is scaled to [-0.5, 0.5] (:data:`LIMS`), so an eps is in [0, 1]-pixel units.
+- Smoothed targets (:func:`smooth_label`) are computed from the model's probabilities (SLS: alpha
+  spread over the K-1 wrong classes; ALS: alpha on the least probable class, true class not
+  excluded, ties split; BLS: Boltzmann weights ``exp(-p_j / T)`` over the classes whose
+  probability differs from the true class's and is not exactly 0; SBLS: alpha on the most
+  probable wrong class). The loss is ``-mean(q . log p)`` (:func:`smooth_cross_entropy`).
+- Training (:func:`train_original`): plain SGD, lr 1e-4, batch 100, 50 epochs, reduce-on-plateau
+  on the smoothed loss of a validation slice (the first 1000 test images), float64; the MNIST
+  LeNet starts from a naturally trained checkpoint (:attr:`OriginalConfig.start_from`), the MLP
+  from a random initialisation, as in the original. PGD-AT: 20 natural epochs, then
+  ``0.5 * clean + 0.5 * PGD`` loss, PGD with eps 0.25, step 0.5, 3 steps, no random start,
+  projected onto [-1, 1].
+- Evaluation (:func:`evaluate`): the test slice is test images 1000-1999; a point counts when
+  the model classifies it correctly and the attack fails (a misclassified clean point is a
+  failure, as with batch size 1). FGSM and BIM ascend the loss against the model's OWN smoothed
+  target; BIM takes 10 steps of eps/10 projected on the eps-ball and clips to the pixel range
+  only at the end; DeepFool linearises the softmax outputs (10 candidates, at most 10 steps, no
+  overshoot) and re-adds the cumulative perturbation at every step; CW (L2, untargeted) uses
+  log-softmax as logits, kappa 0, Adam lr 0.1, c from 1 (x10 until a success, then bisection),
+  5 x 10 steps, maps tanh space back with different constants in the numerator and the
+  denominator, and returns the last success rather than the smallest.
+
+The deviations from correct code are named switches (:class:`Switches`); ``Switches()`` is the
+version that reproduces the published tables, ``Switches.fixed()`` turns every one off, and
+``dataclasses.replace(Switches(), deepfool_readd=False)`` turns off one.
+
+Which version
+-------------
+The repository's CW changed twice. In commit 8789498 (2019-03-27) both constants of the
+tanh-space map are 0.999 and the misclassification term is computed in numpy (no gradient reaches
+the perturbation, so CW only minimises the distance and never moves: :data:`VERSIONS`
+``"cw-2019-03"``). From bd41704 (2019-04-09) to HEAD the term is a torch ``max`` (the gradient
+flows) and the map's numerator uses 0.999 while its denominator uses 0.999999999999999. The
+paper's Table 5 MNIST Linear BLS and SBLS cells (0.014, 0.035, 0.059; 0.017, 0.071, 0.007) are,
+digit for digit, the file ``res_dataframes/MNIST_Linear_smoothing=boltzmann+second_best_attacks=
+CW.csv`` committed in 919c8a0 (2019-07-02), and its PGD-AT cells (CW 0.108 and 0.442, DeepFool
+0.07) are files committed in dc3c764 (2019-10-09): both were produced by the bd41704+ CW, so that
+is the default. The other settings follow the code of those commits (training: patience 3, factor
+0.5 until 2019-09; PGD-AT as in dc3c764). Test slices changed across commits (test images
+1000-9999 in spring 2019, 1000-1999 at dc3c764, 1000-2999 at HEAD; the matching CW file has 1000
+points); we use 1000-1999.
+
+What cannot be known: the pretrained LeNet checkpoint (``lenet_mnist_model.pth``, the PyTorch
+adversarial-example tutorial's, trained elsewhere with another recipe); the seeds (none was set).
+We make the checkpoint the same way as every model here: the original training with alpha = 0
+from a seeded random initialisation (so the natural LeNet of the tables has 100 epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LIMS",
+    "SWITCH_ATTACKS",
+    "AsOriginal",
+    "MODELS",
+    "VERSIONS",
+    "OriginalConfig",
+    "OriginalLeNet",
+    "OriginalMLP",
+    "Switches",
+    "attack_accuracy",
+    "bim",
+    "bug_ladder",
+    "carlini_wagner",
+    "deepfool",
+    "evaluate",
+    "fgsm",
+    "from_pixels",
+    "smooth_cross_entropy",
+    "smooth_label",
+    "tanh_space_maps",
+    "train_config",
+    "train_original",
+]
+
+#: The original's MNIST pixel range: ToTensor then Normalize(0.5, 1.0).
+LIMS = (-0.5, 0.5)
+METHODS = ("standard", "adversarial", "boltzmann", "second_best")
+_METHOD_OF = {"ALS": "adversarial", "SLS": "standard", "BLS": "boltzmann", "SBLS": "second_best"}
+#: test images 0-999 are the validation slice, the attacks use those from here on
+TEST_OFFSET = 1000
+
+
+# --------------------------------------------------------------------------------------------
+# the switches: every deviation from correct code, by name
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The original code's deviations from correct code; ``True`` reproduces the bug.
+
+    - ``smoothed_attack_target``: FGSM and BIM ascend the loss against the model's own smoothed
+      target (False: the true label's cross-entropy).
+    - ``bls_target_gradient``: FGSM differentiates through the BLS target, which is a function
+      of the model's output (False: the target is detached).
+    - ``bim_clip_at_end``: BIM clips to the pixel range only after its last step (False: every
+      step, as BIM is defined).
+    - ``deepfool_on_softmax``: DeepFool linearises the softmax outputs (False: the logits,
+      ``log p`` here, which equal the logits up to a constant per point).
+    - ``deepfool_readd``: DeepFool adds the cumulative perturbation to the current point at
+      every step, so step k moves by r_1 + ... + r_k again (False: x_k = x_0 + r_1 + ... + r_k).
+    - ``cw_constants``: the constants (numerator, denominator) of CW's map from tanh space back
+      to pixels, ``(1 - exp(-2 a w)) / (1 + exp(-2 b w))``; unequal constants move the
+      starting point off the image (correct: ``(1.0, 1.0)``, i.e. ``tanh(w)``).
+    - ``cw_misclass_gradient``: whether the gradient reaches CW's misclassification term
+      (False reproduces the March 2019 version, computed in numpy).
+    - ``cw_last_success``: CW returns the last successful iterate of the binary search, not the
+      one with the smallest L2 distance (False: the smallest).
+    """
+
+    smoothed_attack_target: bool = True
+    bls_target_gradient: bool = True
+    bim_clip_at_end: bool = True
+    deepfool_on_softmax: bool = True
+    deepfool_readd: bool = True
+    cw_constants: tuple[float, float] = (0.999, 0.999999999999999)
+    cw_misclass_gradient: bool = True
+    cw_last_success: bool = True
+
+    @classmethod
+    def fixed(cls) -> Switches:
+        """Every deviation turned off: the same protocol, run by correct code."""
+        return cls(smoothed_attack_target=False, bls_target_gradient=False,
+                   bim_clip_at_end=False, deepfool_on_softmax=False, deepfool_readd=False,
+                   cw_constants=(1.0, 1.0), cw_misclass_gradient=True, cw_last_success=False)
+
+    def describe(self) -> str:
+        d = dataclasses.asdict(self)
+        return " ".join(f"{k}={v}" for k, v in d.items())
+
+
+#: Named versions: ``tables`` reproduces the published tables (the default), ``cw-2019-03`` is
+#: the March 2019 CW (both constants 0.999, no gradient through the misclassification term),
+#: ``fixed`` is correct code.
+VERSIONS: dict[str, Switches] = {
+    "tables": Switches(),
+    "cw-2019-03": Switches(cw_constants=(0.999, 0.999), cw_misclass_gradient=False),
+    "fixed": Switches.fixed(),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# models (float64, ending in a softmax)
+# --------------------------------------------------------------------------------------------
+
+
+class OriginalMLP(nn.Module):
+    """The tables' "MNIST Linear": 784-500-256-10 with ReLU, softmax output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 500)
+        self.fc2 = nn.Linear(500, 256)
+        self.fc3 = nn.Linear(256, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.fc1(x.reshape(-1, 784)))
+        return F.softmax(self.fc3(F.relu(self.fc2(h))), dim=1)
+
+
+class OriginalLeNet(nn.Module):
+    """The MNIST LeNet: conv 1->10 k5, max-pool, ReLU; conv 10->20 k5, Dropout2d(0.5),
+    max-pool, ReLU; FC 320->50, ReLU, dropout 0.5; FC 50->10; softmax output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d(0.5)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(F.max_pool2d(self.conv1(x), 2))
+        h = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(h)), 2))
+        h = F.dropout(F.relu(self.fc1(h.reshape(-1, 320))), p=0.5, training=self.training)
+        return F.softmax(self.fc2(h), dim=1)
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": OriginalMLP, "lenet-mnist": OriginalLeNet}
+
+
+def from_pixels(x: Tensor) -> Tensor:
+    """Our [0, 1] pixels as the original's float64 inputs in [-0.5, 0.5]."""
+    return x.to(torch.float64) - 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# smoothed targets and the loss
+# --------------------------------------------------------------------------------------------
+
+
+def smooth_label(y: Tensor, alpha: float, probs: Tensor | None = None,
+                 method: str = "standard", temperature: float = 0.1) -> Tensor:
+    """The original's smoothed target for labels ``y`` given the model's probabilities ``probs``
+    (paper Table 1; value comparisons and ties exactly as the original treats them). The true
+    class keeps ``1 - alpha`` plus whatever the method puts on it (ALS may put mass there)."""
+    k = 10 if probs is None else probs.shape[1]
+    dtype = torch.float64 if probs is None else probs.dtype
+    onehot = F.one_hot(y, k).to(dtype)
+    if alpha == 0:
+        return onehot
+    if method == "standard":
+        salt = (1.0 - onehot) / (k - 1)
+    elif method == "adversarial":
+        low = probs.min(dim=1, keepdim=True).values
+        salt = (probs == low).to(dtype)
+        salt = salt / salt.sum(1, keepdim=True)
+    elif method == "boltzmann":
+        p_true = probs.gather(1, y[:, None])
+        b = (probs != p_true).to(dtype) * probs
+        b = torch.where(b == 0, torch.full_like(b, math.inf), b)
+        salt = torch.softmax(-b / temperature, dim=1)
+    elif method == "second_best":
+        top, arg = probs.max(dim=1)
+        below_top = (probs * (probs != top[:, None]).to(dtype)).max(dim=1).values
+        bad = torch.where(arg != y, top, below_top)
+        salt = (probs == bad[:, None]).to(dtype)
+        salt = salt / salt.sum(1, keepdim=True)
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return (1 - alpha) * onehot + alpha * salt
+
+
+def smooth_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """``-(q . log p)`` per point (the original takes the log of the softmax output)."""
+    per = -(target * torch.log(probs)).sum(1)
+    return per.mean() if reduction == "mean" else per
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OriginalConfig:
+    """Everything that determines a model trained as the original trained it (the cache key is
+    a hash of it). ``method`` None is natural training; ``adversarial`` is the PGD-AT baseline;
+    ``start_from`` the natural checkpoint training starts from (None: a random init)."""
+
+    model: str
+    method: str | None = None
+    alpha: float = 0.0
+    temperature: float = 0.001
+    adversarial: bool = False
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-4
+    patience: int = 3
+    factor: float = 0.5
+    pgd_eps: float = 0.25
+    pgd_step: float = 0.5
+    pgd_steps: int = 3
+    pgd_start_epoch: int = 20
+    pgd_clip: tuple[float, float] = (-1.0, 1.0)
+    val_n: int = 1000
+    seed: int = 0
+    train_limit: int | None = None
+    data_source: str = "real"
+    start_from: OriginalConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.method is not None and self.method not in METHODS:
+            raise ValueError(f"method must be None or one of {METHODS}, got {self.method!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        payload = json.dumps({"original": 1, **self.to_dict()}, sort_keys=True, default=str)
+        return "orig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def build(self) -> nn.Module:
+        """A fresh float64 model of this config's architecture (runner seam)."""
+        return MODELS[self.model]().double()
+
+    def train_fresh(self, *, device: torch.device, data_root: str | None = None,
+                    download: bool = False, progress: bool = False,
+                    cache: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        """Train from the seed (runner seam); the ``start_from`` checkpoint is read from (or
+        trained into) the model cache, and so is the per-epoch state of a training that is
+        interrupted (``$LSLIB_CACHE``, default ``~/.cache/lslib/models``)."""
+        return train_original(self, device=device, data_root=data_root, download=download,
+                              cache=cache, progress=progress)
+
+
+def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
+                 data_source: str = "real") -> OriginalConfig:
+    """The :class:`OriginalConfig` of a defence (:class:`lslib.experiments.Defence`) on an MNIST
+    set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images."""
+    if setup.model not in MODELS:
+        raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
+                         f"{setup.name!r}")
+    small = dict(epochs=1, train_limit=1024, val_n=128, pgd_start_epoch=0) if quick else {}
+    if data_source == "synthetic":
+        small.update(train_limit=64 if quick else 256, val_n=32)
+    base = dict(model=setup.model, seed=seed, data_source=data_source, **small)
+    start = OriginalConfig(**base) if setup.model == "lenet-mnist" else None
+    return OriginalConfig(**base, method=_METHOD_OF.get(defence.name),
+                          alpha=0.0 if defence.alpha is None else float(defence.alpha),
+                          temperature=(0.001 if defence.temperature is None
+                                       else float(defence.temperature)),
+                          adversarial=defence.name == "PGD-AT", start_from=start)
+
+
+def _data(config: OriginalConfig, split: str, data_root: str | None, download: bool):
+    from lslib.data import load_dataset
+
+    if config.data_source == "synthetic":
+        g = torch.Generator().manual_seed(config.seed + (0 if split == "train" else 1))
+        n = config.train_limit or 256 if split == "train" else 2 * TEST_OFFSET
+        x = torch.rand((n, 1, 28, 28), generator=g)
+        return x, torch.randint(0, 10, (n,), generator=g)
+    d = load_dataset("mnist", split, data_root,
+                     limit=config.train_limit if split == "train" else None, download=download)
+    return d.x, d.y
+
+
+def _pgd_train(model: nn.Module, x: Tensor, target: Tensor, c: OriginalConfig) -> Tensor:
+    """The original's PGD for adversarial training (eval mode during the attack)."""
+    was = model.training
+    model.eval()
+    adv = x.detach()
+    for _ in range(c.pgd_steps):
+        adv = adv.clone().requires_grad_(True)
+        loss = smooth_cross_entropy(model(adv), target)
+        (g,) = torch.autograd.grad(loss, adv)
+        eta = torch.clamp(adv + c.pgd_step * g.sign() - x, -c.pgd_eps, c.pgd_eps)
+        adv = torch.clamp(x + eta, *c.pgd_clip).detach()
+    model.train(was)
+    return adv
+
+
+def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu",
+                   data_root: str | None = None, download: bool = False,
+                   cache: Path | None = None, progress: bool = False,
+                   log: Callable[[str], None] | None = None,
+                   max_batches: int | None = None,
+                   stop_after_epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train as the original trained (see the module docstring). Returns the model (eval mode)
+    and a record (seconds, per-epoch seconds, validation losses, learning rates).
+
+    Resumable: after every epoch the whole state (weights, optimiser, scheduler, random number
+    generators, history) is written atomically to ``<cache>/<key>.partial.pt``; a run killed
+    (``kill -9`` included) resumes from the last finished epoch, with the same result as an
+    uninterrupted run. The file is removed when training ends. ``max_batches`` stops after that
+    many batches (timing only, nothing saved); ``stop_after_epochs`` returns after that many
+    epochs of this call, leaving the partial file (tests)."""
+    from lslib.experiments import atomic_write, cache_dir, provenance
+
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    model = config.build()
+    if config.start_from is not None:
+        model.load_state_dict(_checkpoint(config.start_from, device, data_root, download, cache,
+                                          log))
+    model.to(device)
+    x_train, y_train = _data(config, "train", data_root, download)
+    x_test, y_test = _data(config, "test", data_root, download)
+    x_val = from_pixels(x_test[:config.val_n]).to(device)
+    y_val = y_test[:config.val_n].to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", patience=config.patience,
+                                                       factor=config.factor)
+    gen = torch.Generator().manual_seed(config.seed)
+    smooth = _smoother(config)
+    start = time.perf_counter()
+    val_losses, lrs, epoch_seconds = [], [], []
+    batches, batch_wall, batch_cpu = 0, 0.0, 0.0
+    partial = cache_dir(cache) / f"{config.key()}.partial.pt"
+    first = 0
+    if max_batches is None and partial.is_file():
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["rng"])
+        val_losses, lrs, epoch_seconds = st["val_losses"], st["lrs"], st["epoch_seconds"]
+        batches, batch_wall, batch_cpu = st["batches"], st["batch_wall"], st["batch_cpu"]
+        first = st["epoch"] + 1
+        start -= st["seconds"]
+        if log is not None:
+            log(f"{config.key()}: resuming after epoch {first} of {config.epochs}")
+    for epoch in range(first, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y_train), generator=gen)
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            w0, c0 = time.perf_counter(), time.process_time()
+            xb, yb = from_pixels(x_train[idx]).to(device), y_train[idx].to(device)
+            opt.zero_grad()
+            probs = model(xb)
+            target = smooth(yb, probs)
+            loss = smooth_cross_entropy(probs, target)
+            if config.adversarial and epoch >= config.pgd_start_epoch:
+                adv = _pgd_train(model, xb, target.detach(), config)
+                loss = 0.5 * loss + 0.5 * smooth_cross_entropy(model(adv), target)
+            loss.backward()
+            opt.step()
+            batches += 1
+            batch_wall += time.perf_counter() - w0
+            batch_cpu += time.process_time() - c0
+            if max_batches is not None and batches >= max_batches:
+                break
+        model.eval()
+        with torch.no_grad():
+            probs = model(x_val)
+            val_loss = float(smooth_cross_entropy(probs, smooth(y_val, probs)))
+        sched.step(val_loss)
+        val_losses.append(val_loss)
+        lrs.append(opt.param_groups[0]["lr"])
+        epoch_seconds.append(time.perf_counter() - t0)
+        if log is not None:
+            log(f"{config.key()} epoch {epoch + 1}/{config.epochs} val loss {val_loss:.4f}")
+        if max_batches is not None and batches >= max_batches:
+            break
+        if max_batches is None and epoch + 1 < config.epochs:
+            st = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                  "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                  "rng": torch.get_rng_state(), "val_losses": val_losses, "lrs": lrs,
+                  "epoch_seconds": epoch_seconds, "batches": batches, "batch_wall": batch_wall,
+                  "batch_cpu": batch_cpu, "epoch": epoch,
+                  "seconds": time.perf_counter() - start}
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(partial, lambda p, st=st: torch.save(st, p))
+            if stop_after_epochs is not None and epoch + 1 - first >= stop_after_epochs:
+                return model.eval(), {"partial": True}
+    partial.unlink(missing_ok=True)
+    record = {"config": json.dumps(config.to_dict(), sort_keys=True, default=str),
+              "seconds": time.perf_counter() - start, "epoch_seconds": epoch_seconds,
+              "batches": batches, "batch_seconds": batch_wall, "batch_cpu_seconds": batch_cpu,
+              "losses": val_losses, "learning_rates": lrs,
+              **{k: str(v) for k, v in provenance(device).items()}}
+    return model.eval(), record
+
+
+def _smoother(config: OriginalConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(y, probs) -> q``: the config's smoothed target (one-hot for natural/PGD-AT)."""
+    if config.method is None or config.alpha == 0:
+        return lambda y, probs: smooth_label(y, 0.0, probs)
+    return lambda y, probs: smooth_label(y, config.alpha, probs, config.method,
+                                         config.temperature)
+
+
+def _checkpoint(config: OriginalConfig, device: torch.device, data_root: str | None,
+                download: bool, cache: Path | None,
+                log: Callable[[str], None] | None) -> dict[str, Tensor]:
+    """The weights of ``config`` from the model cache, trained and saved there if missing."""
+    from lslib._files import read_cache_entry
+    from lslib.experiments import atomic_write, cache_dir
+
+    path = cache_dir(cache) / f"{config.key()}.pt"
+    if path.exists():
+        return read_cache_entry(path)[0]
+    model, record = train_original(config, device=device, data_root=data_root,
+                                   download=download, cache=cache, log=log)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: torch.save({"state_dict": state, "record": record}, p))
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# attacks (inputs in [-0.5, 0.5], float64; batched, which equals one point at a time: the
+# models run in eval mode, every loss is a per-point sum and Adam is elementwise)
+# --------------------------------------------------------------------------------------------
+
+
+def _attack_target(model: nn.Module, x: Tensor, y: Tensor, alpha: float, method: str | None,
+                   temperature: float, switches: Switches) -> tuple[Tensor, Tensor]:
+    probs = model(x)
+    if not switches.smoothed_attack_target or method is None:
+        return probs, smooth_label(y, 0.0, probs)
+    q = smooth_label(y, alpha, probs, method, temperature)
+    return probs, (q if switches.bls_target_gradient else q.detach())
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, alpha: float = 0.0,
+         method: str | None = None, temperature: float = 0.001,
+         switches: Switches = Switches(), lims: tuple[float, float] = LIMS) -> Tensor:
+    """FGSM as the original: one signed step up the loss against the model's own smoothed
+    target (differentiated through that target where it depends on x), clipped to ``lims``."""
+    x = x.detach().clone().requires_grad_(True)
+    probs, q = _attack_target(model, x, y, alpha, method, temperature, switches)
+    (g,) = torch.autograd.grad(smooth_cross_entropy(probs, q, "none").sum(), x)
+    return torch.clamp(x + eps * g.sign(), *lims).detach()
+
+
+def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 10,
+        alpha: float = 0.0, method: str | None = None, temperature: float = 0.001,
+        switches: Switches = Switches(), lims: tuple[float, float] = LIMS) -> Tensor:
+    """BIM as the original: the smoothed target fixed at the clean point, ``steps`` signed steps
+    of eps/steps, projected on the eps-ball; clipped to ``lims`` only at the end (bug switch)."""
+    x = x.detach()
+    with torch.no_grad():
+        _, q = _attack_target(model, x, y, alpha, method, temperature, switches)
+    step = eps / steps
+    adv = x.clone()
+    for _ in range(steps):
+        adv = adv.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(smooth_cross_entropy(model(adv), q, "none").sum(), adv)
+        adv = torch.min(torch.max(adv.detach() + step * g.sign(), x - eps), x + eps)
+        if not switches.bim_clip_at_end:
+            adv = torch.clamp(adv, *lims)
+    return torch.clamp(adv, *lims)
+
+
+def _class_grads(model: nn.Module, x: Tensor, order: Tensor, on_softmax: bool
+                 ) -> tuple[Tensor, Tensor]:
+    """Outputs ``f[:, order]`` and their gradients (n, K, *x.shape[1:]) at ``x``."""
+    x = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    f = out if on_softmax else torch.log(out)
+    f = f.gather(1, order)
+    grads = [torch.autograd.grad(f[:, k].sum(), x, retain_graph=k < f.shape[1] - 1)[0]
+             for k in range(f.shape[1])]
+    return f.detach(), torch.stack(grads, 1)
+
+
+def deepfool(model: nn.Module, x: Tensor, *, steps: int = 10, candidates: int = 10,
+             switches: Switches = Switches(), lims: tuple[float, float] = LIMS) -> Tensor:
+    """DeepFool as the original: candidates are the classes ordered by the CLEAN output; the
+    label is the predicted class; at most ``steps`` steps while the prediction is unchanged; each
+    step's r_i = |f_k - f_0| w_k / ||w_k||^2 for the closest k (no overshoot) is added to the
+    cumulative r, and the point moves by the whole cumulative r again (``deepfool_readd``);
+    clipped to ``lims`` at the end."""
+    x0 = x.detach()
+    with torch.no_grad():
+        order = model(x0).argsort(dim=1, descending=True)[:, :candidates]
+    label = order[:, 0]
+    point = x0.clone()
+    r_tot = torch.zeros_like(x0)
+    active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
+    for _ in range(steps):
+        if not active.any():
+            break
+        idx = active.nonzero().squeeze(1)
+        f, g = _class_grads(model, point[idx], order[idx], switches.deepfool_on_softmax)
+        w = (g[:, 1:] - g[:, :1]).flatten(2)
+        df = (f[:, 1:] - f[:, :1]).abs()
+        wn = w.norm(dim=2)
+        best = (df / wn).argmin(dim=1)  # first minimum, as the original's strict '<'
+        rows = torch.arange(len(idx), device=x0.device)
+        pert = (df / wn)[rows, best]
+        wb = w[rows, best]
+        r = (pert / wb.norm(dim=1))[:, None] * wb
+        r_tot[idx] = r_tot[idx] + r.view_as(x0[idx])
+        if switches.deepfool_readd:
+            point[idx] = point[idx] + r_tot[idx]
+        else:
+            point[idx] = x0[idx] + r_tot[idx]
+        with torch.no_grad():
+            still = model(point[idx]).argmax(1) == label[idx]
+        active[idx] = still
+    return torch.clamp(point, *lims)
+
+
+def tanh_space_maps(constants: tuple[float, float] = (0.999, 0.999999999999999),
+                    lims: tuple[float, float] = LIMS
+                    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """CW's maps (to tanh space, back to pixels). To: ``atanh(0.999999999999999 * u)`` with
+    ``u`` the pixel mapped to [-1, 1]; back: ``(1 - exp(-2 a w)) / (1 + exp(-2 b w))`` mapped to
+    ``lims``, with ``(a, b) = constants`` (equal constants of 1 give tanh)."""
+    a_, b_ = constants
+    mid, half = (lims[0] + lims[1]) / 2, (lims[1] - lims[0]) / 2
+
+    def to_attack(x: Tensor) -> Tensor:
+        return torch.atanh((x - mid) / half * 0.999999999999999)
+
+    def to_model(w: Tensor) -> Tensor:
+        return (1 - torch.exp(-2 * a_ * w)) / (1 + torch.exp(-2 * b_ * w)) * half + mid
+
+    return to_attack, to_model
+
+
+def carlini_wagner(model: nn.Module, x: Tensor, y: Tensor, *, binary_search_steps: int = 5,
+                   steps: int = 10, lr: float = 0.1, initial_const: float = 1.0,
+                   kappa: float = 0.0, switches: Switches = Switches(),
+                   lims: tuple[float, float] = LIMS) -> Tensor:
+    """CW-L2 (untargeted) as the original: minimise ``||x' - x_rec||^2 / range^2 + c max(l_y -
+    l_o + kappa, 0)`` with ``l = log p`` and ``o`` the most probable other class, by Adam in tanh
+    space from the reconstructed point; c starts at ``initial_const``, is multiplied by 10 until
+    a success, then bisected. A binary-search step succeeds when its LAST iterate (before the
+    last Adam step) is misclassified, and the returned point is the last such iterate (the
+    clean point if none), clipped to ``lims``."""
+    to_attack, to_model = tanh_space_maps(switches.cw_constants, lims)
+    scale = (lims[1] - lims[0]) ** 2
+    x0 = x.detach()
+    w0 = to_attack(x0)
+    rec = to_model(w0)
+    n = len(x0)
+    c = torch.full((n,), float(initial_const), dtype=x0.dtype, device=x0.device)
+    lower = torch.zeros(n, dtype=x0.dtype, device=x0.device)
+    upper = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+    best = x0.clone()
+    best_l2 = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+    rows = torch.arange(n, device=x0.device)
+    for _ in range(binary_search_steps):
+        delta = torch.zeros_like(w0, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=lr)
+        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+        for _ in range(steps):
+            xa = to_model(w0 + delta)
+            probs = model(xa)
+            logits = torch.log(probs)
+            other = (probs * (probs != probs[rows, y][:, None]).to(probs.dtype)).argmax(1)
+            margin = logits[rows, y] - logits[rows, other] + kappa
+            mis = torch.clamp(margin, min=0.0)
+            if not switches.cw_misclass_gradient:
+                mis = mis.detach()
+            l2 = ((xa - rec) ** 2).flatten(1).sum(1) / scale
+            cost = l2 + c * mis
+            opt.zero_grad()
+            cost.sum().backward()
+            opt.step()
+            found = logits.argmax(1) != y
+            last_x, last_l2 = xa.detach(), l2.detach()
+        take = found if switches.cw_last_success else found & (last_l2 < best_l2)
+        best[take] = last_x[take]
+        best_l2 = torch.where(take, last_l2, best_l2)
+        upper = torch.where(found, c, upper)
+        lower = torch.where(found, lower, c)
+        c = torch.where(torch.isinf(upper), c * 10, (lower + upper) / 2)
+    return torch.clamp(best, *lims)
+
+
+# --------------------------------------------------------------------------------------------
+# one row of the tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    accuracy: float
+    clean_accuracy: float
+    norms: list[float] = field(default_factory=list)
+
+
+def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float = 0.0,
+                    alpha: float = 0.0, method: str | None = None, temperature: float = 0.001,
+                    switches: Switches = Switches(), steps: dict[str, int] | None = None,
+                    batch_size: int = 100) -> _Result:
+    """Robust accuracy as the original counts it: correct on the clean point AND on the attacked
+    point, over all ``len(y)`` points; with the L2 norms of the successful DeepFool/CW
+    perturbations of correctly classified points. ``x`` in [-0.5, 0.5], float64."""
+    steps = steps or {}
+    model.eval()
+    correct = clean = 0
+    norms: list[float] = []
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        with torch.no_grad():
+            ok = model(xb).argmax(1) == yb
+        if attack == "clean":
+            adv = xb
+        elif attack == "FGSM":
+            adv = fgsm(model, xb, yb, eps, alpha=alpha, method=method, temperature=temperature,
+                       switches=switches)
+        elif attack == "BIM":
+            adv = bim(model, xb, yb, eps, steps=steps.get("bim", 10), alpha=alpha,
+                      method=method, temperature=temperature, switches=switches)
+        elif attack == "DeepFool":
+            adv = deepfool(model, xb, steps=steps.get("deepfool", 10), switches=switches)
+        elif attack == "CW":
+            adv = carlini_wagner(model, xb, yb, binary_search_steps=steps.get("cw_bss", 5),
+                                 steps=steps.get("cw", 10), switches=switches)
+        else:
+            raise ValueError(f"attack must be clean, FGSM, BIM, DeepFool or CW, got {attack!r}")
+        with torch.no_grad():
+            still = model(adv).argmax(1) == yb
+        correct += int((ok & still).sum())
+        clean += int(ok.sum())
+        if attack in ("DeepFool", "CW"):
+            fooled = ok & ~still
+            norms += (adv - xb)[fooled].flatten(1).norm(dim=1).tolist()
+    return _Result(correct / len(y), clean / len(y), norms)
+
+
+def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
+             config: OriginalConfig) -> dict[str, Any]:
+    """One row of the sweep under the original protocol (called by
+    :func:`lslib.experiments.row_job`): the test slice after the validation images, the
+    protocol's iteration counts and :attr:`Protocol.switches`."""
+    n = protocol.sizes(setup, row.attack) or len(test.y)
+    offset = TEST_OFFSET if len(test.y) >= TEST_OFFSET + n else max(0, len(test.y) - n)
+    x = from_pixels(test.x[offset:offset + n])
+    y = test.y[offset:offset + n]
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    steps = {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
+             "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+    res = attack_accuracy(model, x, y, row.attack, eps=row.eps * setup.eps_scale,
+                          alpha=config.alpha, method=config.method,
+                          temperature=config.temperature,
+                          switches=protocol.switches or Switches(), steps=steps)
+    out: dict[str, Any] = {"n": int(len(y)), "accuracy": res.accuracy,
+                           "clean_accuracy": res.clean_accuracy, "l2_median": math.nan,
+                           "l2_mean": math.nan}
+    if res.norms:
+        out["l2_median"] = statistics.median(res.norms)
+        out["l2_mean"] = statistics.fmean(res.norms)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# one bug at a time
+# --------------------------------------------------------------------------------------------
+
+
+class AsOriginal(nn.Module):
+    """A model of :mod:`lslib.models` (logits on [0, 1] pixels) as the original's: float64,
+    inputs in [-0.5, 0.5], softmax output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.double()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(self.model(x + 0.5), dim=1)
+
+
+#: Which attacks each switch acts on (the switches a chapter turns off one at a time).
+SWITCH_ATTACKS: dict[str, tuple[str, ...]] = {
+    "smoothed_attack_target": ("FGSM", "BIM"),
+    "bls_target_gradient": ("FGSM",),
+    "bim_clip_at_end": ("BIM",),
+    "deepfool_on_softmax": ("DeepFool",),
+    "deepfool_readd": ("DeepFool",),
+    "cw_constants": ("CW",),
+    "cw_last_success": ("CW",),
+}
+
+
+def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float = 0.0,
+               method: str | None = None, temperature: float = 0.001,
+               steps: dict[str, int] | None = None,
+               switches: tuple[str, ...] = tuple(SWITCH_ATTACKS)) -> Any:
+    """Each bug turned off alone: per switch and attack it acts on, the accuracy with every bug
+    (``Switches()``), with that one switch set to its correct value, and the change; then every
+    attack with all bugs off (``Switches.fixed()``, switch "all"). ``model`` is an original-style
+    model (softmax, float64; see :class:`AsOriginal`), ``x`` in [-0.5, 0.5]. FGSM and BIM use
+    ``eps``. Returns a :class:`pandas.DataFrame` (switch, attack, with_bug, without, change)."""
+    import pandas as pd
+
+    fixed = Switches.fixed()
+    acc: dict[tuple[str, Switches], float] = {}
+
+    def run(attack: str, sw: Switches) -> float:
+        if (attack, sw) not in acc:
+            acc[attack, sw] = attack_accuracy(model, x, y, attack, eps=eps, alpha=alpha,
+                                              method=method, temperature=temperature,
+                                              switches=sw, steps=steps).accuracy
+        return acc[attack, sw]
+
+    rows = []
+    for name in switches:
+        one_off = dataclasses.replace(Switches(), **{name: getattr(fixed, name)})
+        for attack in SWITCH_ATTACKS[name]:
+            bug, off = run(attack, Switches()), run(attack, one_off)
+            rows.append({"switch": name, "attack": attack, "with_bug": bug, "without": off,
+                         "change": off - bug})
+    for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+        bug, off = run(attack, Switches()), run(attack, fixed)
+        rows.append({"switch": "all", "attack": attack, "with_bug": bug, "without": off,
+                     "change": off - bug})
+    return pd.DataFrame(rows, columns=["switch", "attack", "with_bug", "without", "change"])

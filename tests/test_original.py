@@ -1,0 +1,307 @@
+"""lslib.original: the authors' code path, checked against hand-derived cases of each bug, the
+paper's Table 1 and brute force (never against itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lslib import original as orig
+from lslib.original import Switches
+
+torch.set_default_dtype(torch.float32)
+
+
+def _q(p, y, alpha, method, t=0.1):
+    probs = torch.tensor([p], dtype=torch.float64)
+    return orig.smooth_label(torch.tensor([y]), alpha, probs, method, t)[0].tolist()
+
+
+# --- Table 1 of the paper, as the original computes it (probability scale, value ties) -------
+
+
+def test_sls_spreads_alpha_over_the_wrong_classes():
+    assert _q([0.5, 0.3, 0.2], 0, 0.3, "standard") == pytest.approx([0.7, 0.15, 0.15])
+
+
+def test_als_puts_alpha_on_the_least_probable_class_true_class_included():
+    assert _q([0.5, 0.3, 0.2], 0, 0.3, "adversarial") == pytest.approx([0.7, 0.0, 0.3])
+    # the true class is the least probable: it gets the mass back (1 - alpha + alpha)
+    assert _q([0.1, 0.6, 0.3], 0, 0.3, "adversarial") == pytest.approx([1.0, 0.0, 0.0])
+    # ties split
+    assert _q([0.6, 0.2, 0.2], 0, 0.4, "adversarial") == pytest.approx([0.6, 0.2, 0.2])
+
+
+def test_sbls_puts_alpha_on_the_most_probable_wrong_class():
+    assert _q([0.5, 0.3, 0.2], 0, 0.3, "second_best") == pytest.approx([0.7, 0.3, 0.0])
+    # a misclassified point: the predicted (wrong) class
+    assert _q([0.2, 0.3, 0.5], 0, 0.3, "second_best") == pytest.approx([0.7, 0.0, 0.3])
+
+
+def test_bls_boltzmann_weights_on_the_probability_scale():
+    p, t, a = [0.5, 0.3, 0.2], 0.1, 0.4
+    w = [math.exp(-0.3 / t), math.exp(-0.2 / t)]
+    hand = [1 - a, a * w[0] / sum(w), a * w[1] / sum(w)]
+    assert _q(p, 0, a, "boltzmann", t) == pytest.approx(hand)
+
+
+def test_bls_quirk_an_exactly_zero_probability_gets_no_mass():
+    # (p != p_y) * p is 0 for the true class AND for a class of probability exactly 0: both
+    # become +inf and get weight 0, though the least probable class should get the most
+    assert _q([0.7, 0.3, 0.0], 0, 0.4, "boltzmann", 0.1) == pytest.approx([0.6, 0.4, 0.0])
+
+
+def test_alpha_zero_is_one_hot_and_the_loss_is_cross_entropy():
+    z = torch.randn(5, 10, dtype=torch.float64)
+    y = torch.randint(0, 10, (5,))
+    p = torch.softmax(z, 1)
+    q = orig.smooth_label(y, 0.0, p, "boltzmann")
+    assert torch.equal(q, nn.functional.one_hot(y, 10).double())
+    assert float(orig.smooth_cross_entropy(p, q)) == pytest.approx(
+        float(nn.functional.cross_entropy(z, y)), rel=1e-12)
+
+
+# --- FGSM/BIM on the model's own smoothed target ---------------------------------------------
+
+
+class Linear(nn.Module):
+    """A softmax over fixed logits z = x W^T + b (float64)."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w, dtype=torch.float64), requires_grad=False)
+        self.b = nn.Parameter(torch.tensor(b, dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x):
+        return torch.softmax(x.flatten(1) @ self.w.T + self.b, dim=1)
+
+
+def test_fgsm_on_the_smoothed_target_moves_toward_the_true_class():
+    # d loss / d z = p - q: where the model is more confident than the target (p_y = 0.95 >
+    # q_y = 0.6 for SLS alpha 0.4), ascending the loss RAISES the true logit
+    model = Linear([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], [math.log(0.95 / 0.025), 0.0, 0.0])
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    y = torch.tensor([0])
+    p0 = float(model(x)[0, 0])
+    assert p0 == pytest.approx(0.95)
+    leak = orig.fgsm(model, x, y, 0.1, alpha=0.4, method="standard")
+    true = orig.fgsm(model, x, y, 0.1, alpha=0.4, method="standard",
+                     switches=dataclasses.replace(Switches(), smoothed_attack_target=False))
+    # hand: grad of the loss w.r.t. x is W^T (p - q) = (p0 - q0, p1 - q1)
+    assert leak.tolist() == [[0.1, -0.1]]  # p0 - 0.6 > 0, p1 - 0.2 < 0
+    assert true.tolist() == [[-0.1, 0.1]]
+    assert float(model(leak)[0, 0]) > p0 > float(model(true)[0, 0])
+
+
+def test_fgsm_differentiates_through_the_bls_target_unless_detached():
+    torch.manual_seed(0)
+    model = Linear(torch.randn(3, 4).tolist(), [0.0, 0.0, 0.0])
+    x = torch.rand(1, 4, dtype=torch.float64) * 0.2
+    y = torch.tensor([0])
+    t = 0.05
+
+    def loss(xx, through):
+        p = model(xx)
+        q = orig.smooth_label(y, 0.4, p if through else p.detach(), "boltzmann", t)
+        return float(orig.smooth_cross_entropy(p, q))
+
+    # brute force: central differences of the loss with the target as a function of x
+    h = 1e-6
+    for through in (True, False):
+        fd = [(loss(x + h * e, through) - loss(x - h * e, through)) / (2 * h)
+              for e in torch.eye(4, dtype=torch.float64)[:, None, :]]
+        sw = dataclasses.replace(Switches(), bls_target_gradient=through)
+        adv = orig.fgsm(model, x, y, 0.01, alpha=0.4, method="boltzmann", temperature=t,
+                        switches=sw)
+        want = [math.copysign(0.01, g) for g in fd]
+        assert (adv - x)[0].tolist() == pytest.approx(want)
+
+
+class Bump(nn.Module):
+    """Two classes on a 1-D input; the loss of class 0 grows as x moves toward 0.52."""
+
+    def forward(self, x):
+        d = 50 * (x[:, 0] - 0.52) ** 2
+        return torch.softmax(torch.stack([d, torch.zeros_like(d)], 1), 1)
+
+
+def test_bim_clips_only_at_the_end():
+    # eps 0.3, 3 steps of 0.1 from 0.36: the unclipped iterates go 0.46, 0.56 (past the pixel
+    # range, where the gradient turns), 0.46; clipping each step stays at 0.5
+    x, y = torch.tensor([[0.36]], dtype=torch.float64), torch.tensor([0])
+    bug = orig.bim(Bump(), x, y, 0.3, steps=3)
+    fixed = orig.bim(Bump(), x, y, 0.3, steps=3,
+                     switches=dataclasses.replace(Switches(), bim_clip_at_end=False))
+    assert float(bug) == pytest.approx(0.46)
+    assert float(fixed) == pytest.approx(0.5)
+
+
+# --- DeepFool: the re-added cumulative perturbation ------------------------------------------
+
+
+def test_deepfool_re_adds_the_cumulative_perturbation():
+    # logits (0, x1 + x2 - 0.25): from 0 the boundary is r1 = (0.125, 0.125) away (exact in
+    # binary). Step 1 lands on it (a tie, up to rounding); step 2 has r2 = 0, and the
+    # original moves by r_tot = r1 again: x = 2 r1, past the boundary. Correct code stays at r1.
+    model = Linear([[0.0, 0.0], [1.0, 1.0]], [0.0, -0.25])
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    sw = dataclasses.replace(Switches(), deepfool_on_softmax=False)
+    bug = orig.deepfool(model, x, steps=2, switches=sw)
+    fixed = orig.deepfool(model, x, steps=2,
+                          switches=dataclasses.replace(sw, deepfool_readd=False))
+    assert bug[0].tolist() == pytest.approx([0.25, 0.25], abs=1e-12)
+    assert fixed[0].tolist() == pytest.approx([0.125, 0.125], abs=1e-12)
+    assert int(model(bug).argmax()) == 1
+
+
+def test_deepfool_first_step_is_the_exact_distance_on_a_linear_model():
+    # on a linear model in logit space a step's r_i is the exact distance to the boundary
+    model = Linear([[0.0, 0.0], [2.0, 0.0]], [0.0, -0.5])  # boundary at x1 = 0.25
+    x = torch.tensor([[-0.5, 0.0]], dtype=torch.float64)
+    sw = dataclasses.replace(Switches(), deepfool_on_softmax=False)
+    out = orig.deepfool(model, x, steps=1, switches=sw, lims=(-10, 10))
+    assert out[0].tolist() == pytest.approx([0.25, 0.0])  # one step: r1 = 0.75 to the boundary
+
+
+# --- CW: the tanh-space constants ------------------------------------------------------------
+
+
+def test_cw_constants_move_the_background_pixels_off_the_image():
+    to_attack, to_model = orig.tanh_space_maps((0.999, 0.999999999999999))
+    x = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64)
+    rec = to_model(to_attack(x))
+    # hand: u = -0.999999999999999, w = atanh(u) = 0.5 ln((1 + u) / (1 - u));
+    # back: (1 - exp(-2 * 0.999 w)) / (1 + exp(-2 * 0.999999999999999 w)) / 2
+    u = -0.999999999999999
+    w = 0.5 * math.log((1 + u) / (1 - u))
+    hand = (1 - math.exp(-2 * 0.999 * w)) / (1 + math.exp(-2 * 0.999999999999999 * w)) / 2
+    assert float(rec[0]) == pytest.approx(hand, rel=1e-9)
+    assert 0.015 < float(rec[0]) + 0.5 < 0.02  # a black pixel starts ~0.017 above black
+    assert float(rec[1]) == 0.0 and float(rec[2]) == pytest.approx(0.5, abs=1e-12)
+    _, tanh = orig.tanh_space_maps((1.0, 1.0))
+    assert float(tanh(to_attack(x))[0]) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_cw_without_the_misclassification_gradient_never_moves():
+    # the March 2019 version: only the distance term has a gradient, and it is 0 at the start
+    model = Linear([[1.0, 0.0], [0.0, 1.0]], [0.1, 0.0])
+    x = torch.tensor([[0.2, 0.1]], dtype=torch.float64)
+    y = torch.tensor([0])
+    still = orig.carlini_wagner(model, x, y, switches=orig.VERSIONS["cw-2019-03"])
+    assert torch.equal(still, x)
+    moved = orig.carlini_wagner(model, x, y)
+    assert int(model(moved).argmax()) == 1  # the tables' version fools this easy point
+
+
+def test_cw_returns_the_last_success_not_the_smallest():
+    model = Linear([[1.0, 0.0], [0.0, 1.0]], [0.1, 0.0])
+    x = torch.tensor([[0.2, 0.1]], dtype=torch.float64)
+    y = torch.tensor([0])
+    last = orig.carlini_wagner(model, x, y, switches=Switches(cw_constants=(1.0, 1.0)))
+    small = orig.carlini_wagner(model, x, y, switches=Switches(cw_constants=(1.0, 1.0),
+                                                               cw_last_success=False))
+    assert int(model(small).argmax()) == 1
+    assert float((small - x).norm()) <= float((last - x).norm()) + 1e-12
+
+
+# --- one point at a time = batched; the original's counting ---------------------------------
+
+
+@pytest.mark.parametrize("attack", ["FGSM", "BIM", "DeepFool", "CW"])
+def test_batched_equals_one_point_at_a_time(attack):
+    torch.manual_seed(1)
+    model = orig.OriginalMLP().double().eval()
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64) - 0.5
+    y = torch.randint(0, 10, (6,))
+    kw = dict(eps=0.1, alpha=0.4, method="boltzmann", steps={"cw": 3, "cw_bss": 2})
+    one = orig.attack_accuracy(model, x, y, attack, batch_size=1, **kw)
+    all_ = orig.attack_accuracy(model, x, y, attack, batch_size=6, **kw)
+    assert one.accuracy == all_.accuracy and one.clean_accuracy == all_.clean_accuracy
+    assert one.norms == pytest.approx(all_.norms)
+
+
+def test_a_misclassified_clean_point_counts_as_a_failure():
+    model = Linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    x = torch.tensor([[0.3, 0.0], [0.0, 0.3]], dtype=torch.float64)
+    y = torch.tensor([0, 0])  # the second point is misclassified
+    res = orig.attack_accuracy(model, x, y, "FGSM", eps=0.0)
+    assert res.accuracy == 0.5 and res.clean_accuracy == 0.5
+
+
+def test_models_end_in_a_softmax_in_float64():
+    for cls in (orig.OriginalMLP, orig.OriginalLeNet):
+        m = cls().double().eval()
+        p = m(torch.rand(3, 1, 28, 28, dtype=torch.float64) - 0.5)
+        assert p.dtype == torch.float64
+        assert p.sum(1).tolist() == pytest.approx([1.0] * 3)
+
+
+def test_original_protocol_covers_the_mnist_setups_only():
+    from lslib.experiments import Sweep
+
+    with pytest.raises(ValueError, match="original"):
+        Sweep(setups=("cifar-lenet",), protocols=("original",))
+
+
+def test_lenet_starts_from_a_natural_checkpoint_and_keys_differ():
+    from lslib.experiments import SETUPS, Defence
+
+    lenet = orig.train_config(SETUPS["mnist-lenet"], Defence("SLS", 0.1))
+    mlp = orig.train_config(SETUPS["mnist-linear"], Defence("SLS", 0.1))
+    assert lenet.start_from is not None and lenet.start_from.method is None
+    assert mlp.start_from is None
+    assert (lenet.epochs, lenet.batch_size, lenet.lr) == (50, 100, 1e-4)
+    assert lenet.key() != mlp.key() and lenet.key().startswith("orig-")
+
+
+def test_reproduce_original_quick_synthetic(tmp_path):
+    from lslib.experiments import Sweep, read_results, run_sweep
+
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), baselines=(), attacks=("clean", "FGSM", "DeepFool"),
+                  eps=(0.2,), quick=True, data_source="synthetic")
+    out = tmp_path / "o.csv"
+    run_sweep(sweep, out, cache=tmp_path / "cache", progress=False, device="cpu")
+    table = read_results(out)
+    assert set(table["protocol"]) == {"original"}
+    assert len(table) == 3 and table["accuracy"].between(0, 1).all()
+    attacked = table[table["attack"] != "clean"]
+    assert attacked["attack_settings"].str.contains("deepfool_readd=True").all()
+
+
+def test_bug_ladder_turns_one_switch_off_at_a_time():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    model = orig.AsOriginal(net).eval()
+    x = torch.rand(8, 1, 28, 28, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all correct: the accuracies come from the attacks
+    ladder = orig.bug_ladder(model, x, y, eps=0.05, alpha=0.4, method="standard",
+                             steps={"cw": 3, "cw_bss": 2, "deepfool": 3})
+    assert set(ladder["switch"]) == {*orig.SWITCH_ATTACKS, "all"}
+    # the BIM clip switch acts on BIM only and the smoothed target on FGSM and BIM
+    assert set(ladder.loc[ladder["switch"] == "bim_clip_at_end", "attack"]) == {"BIM"}
+    one = ladder[(ladder["switch"] == "smoothed_attack_target") & (ladder["attack"] == "FGSM")]
+    direct = orig.attack_accuracy(model, x, y, "FGSM", eps=0.05, alpha=0.4, method="standard",
+                                  switches=Switches(smoothed_attack_target=False)).accuracy
+    assert float(one["without"].iloc[0]) == direct
+    assert (ladder["change"] == ladder["without"] - ladder["with_bug"]).all()
+
+
+def test_training_resumes_after_an_interruption_with_the_same_result(tmp_path):
+    config = orig.OriginalConfig(model="lenet-mnist", method="boltzmann", alpha=0.4, epochs=3,
+                                 train_limit=200, val_n=32, data_source="synthetic")
+    whole, _ = orig.train_original(config, cache=tmp_path / "a")
+    _, rec = orig.train_original(config, cache=tmp_path / "b", stop_after_epochs=1)
+    assert rec == {"partial": True}
+    assert (tmp_path / "b" / f"{config.key()}.partial.pt").is_file()
+    torch.manual_seed(123)  # a resumed process starts with other RNG states
+    resumed, record = orig.train_original(config, cache=tmp_path / "b")
+    assert len(record["losses"]) == 3
+    assert not (tmp_path / "b" / f"{config.key()}.partial.pt").exists()
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
