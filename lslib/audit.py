@@ -776,8 +776,9 @@ def compare_protocols(models: dict[str, nn.Module], x: Tensor, y: Tensor, *,
     adversarial lies in the exact eps-ball and [0, 1] (the contract of :mod:`lslib.attacks`).
 
     Returns tidy rows: ``model``, ``attack``, ``protocol``, ``eps``, ``accuracy`` (robust:
-    correct and not fooled, over the ``n`` points), ``n``, ``seconds`` and ``robust_points``
-    (which points stayed robust, :func:`encode_points`; :func:`decode_points` reads it).
+    correct and not fooled, over the ``n`` points), ``n``, ``seconds``, ``robust_points``
+    (which points stayed robust, :func:`encode_points`; :func:`decode_points` reads it) and
+    ``seed`` (that of the attacks at this budget, e.g. AutoAttack's).
     """
     import time
 
@@ -806,10 +807,11 @@ def compare_protocols(models: dict[str, nn.Module], x: Tensor, y: Tensor, *,
             first = len(rows)
 
             def row(attack: str, protocol: str, robust: Tensor, seconds: float,
-                    _e: float = e, _name: str = name) -> dict:
+                    _e: float = e, _name: str = name, _seed: int = seed + 1000 * i) -> dict:
                 return {"model": _name, "attack": attack, "protocol": protocol, "eps": _e,
                         "accuracy": float(robust.double().sum()) / n, "n": int(x.shape[0]),
-                        "seconds": seconds, "robust_points": encode_points(robust)}
+                        "seconds": seconds, "robust_points": encode_points(robust),
+                        "seed": _seed}
 
             for attack, run in attacks.items():
                 start = time.perf_counter()
