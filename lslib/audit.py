@@ -632,11 +632,11 @@ AUTOATTACK_STEP_ROWS: dict[str, str] = {
 
 #: The defences audited on a set-up: the natural model, the four smoothing methods at the
 #: paper's largest and smallest alpha (BLS at the original code's T = 0.001) and the PGD-AT
-#: baseline.
-AUDIT_DEFENCES = (("natural", None, None),
-                  ("SLS", 0.4, None), ("ALS", 0.4, None), ("BLS", 0.4, 0.001), ("SBLS", 0.4, None),
-                  ("SLS", 0.005, None), ("ALS", 0.005, None), ("BLS", 0.005, 0.001),
-                  ("SBLS", 0.005, None), ("PGD-AT", None, None))
+#: baseline; in the order a run does them (a run stopped early has the first ones).
+AUDIT_DEFENCES = (("natural", None, None), ("ALS", 0.4, None), ("SLS", 0.4, None),
+                  ("BLS", 0.4, 0.001), ("SBLS", 0.4, None), ("PGD-AT", None, None),
+                  ("ALS", 0.005, None), ("SLS", 0.005, None), ("BLS", 0.005, 0.001),
+                  ("SBLS", 0.005, None))
 
 
 @dataclass(frozen=True)
@@ -646,7 +646,8 @@ class AuditSettings:
     attacks of lslib and of pyautoattack run on their own; ``autoattack``: ``"standard"`` (the
     published ensemble APGD-CE, APGD-T, FAB-T, Square with the package's default budgets) or
     :data:`AUTOATTACK_CHEAP` (APGD-CE + APGD-T with ``autoattack_iters`` iterations each, the
-    cheaper option); ``audit_queries`` for :func:`audit`'s Square."""
+    cheaper option); ``audit_queries`` for :func:`audit`'s Square; ``reference_square``: also
+    run pyautoattack's Square on its own (``square_queries``), beside ours."""
 
     pgd_steps: int = 100
     pgd_restarts: int = 5
@@ -654,6 +655,7 @@ class AuditSettings:
     autoattack_iters: int = 100
     audit_queries: int = 1000
     autoattack: str = "standard"
+    reference_square: bool = True
 
     def __post_init__(self) -> None:
         if self.autoattack not in ("standard", AUTOATTACK_CHEAP):
@@ -728,15 +730,15 @@ def _suite(model: nn.Module, x: Tensor, y: Tensor, e: float, *, loss: Callable |
                                                loss=loss),
         "FGSM": lambda: _fgsm(model, x, y, e),
         "BIM-10": lambda: bim(model, x, y, e, steps=10, step_size=step),
-        "PGD, many steps + restarts": lambda: bim(
+        "PGD, many steps + restarts": lambda: bim(  # early stop: the same points, faster
             model, x, y, e, steps=settings.pgd_steps, random_start=True,
-            restarts=settings.pgd_restarts, generator=gen),
+            restarts=settings.pgd_restarts, generator=gen, early_stop=True),
         "Square (lslib)": lambda: square_linf(model, x, y, e, queries=settings.square_queries,
                                               generator=torch.Generator().manual_seed(seed)),
     }
     if transferred is not None:
         attacks["transfer from natural"] = _transfer
-    if reference:
+    if reference and settings.reference_square:
         attacks["Square (pyautoattack)"] = lambda: _reference_square(
             model, x, y, e, settings.square_queries, seed)
 
@@ -1046,7 +1048,7 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
 
 #: Bump when a change here changes what audit_setup computes (journal entries of other
 #: versions are recomputed).
-_AUDIT_VERSION = 2
+_AUDIT_VERSION = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -1149,6 +1151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "budgets; apgd-ce+apgd-t: the cheaper pair (--autoattack-iters each)")
     p.add_argument("--autoattack-iters", type=_cli.int_at_least(1),
                    default=100)
+    p.add_argument("--reference-square", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --setup: also run pyautoattack's Square on its own, beside ours")
     p.add_argument("--data-root", type=_cli.data_dir(), default=None,
                    help="data folder (default: $LSLIB_DATA)")
     p.add_argument("--device", type=_cli.device_type(), default=None,
@@ -1184,7 +1188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         settings = dataclasses.replace(
             AuditSettings.quick() if args.quick else AuditSettings(),
-            autoattack=args.autoattack_ensemble if not args.quick else AUTOATTACK_CHEAP)
+            autoattack=args.autoattack_ensemble if not args.quick else AUTOATTACK_CHEAP,
+            reference_square=args.reference_square)
         device = "cuda" if execution.gpus_per_task else (
             "cpu" if execution.distributed else args.device or here)
         prov = {**provenance(device), "sources": source_hashes()}  # the code that runs
