@@ -696,10 +696,11 @@ def _reference_square(model: nn.Module, x: Tensor, y: Tensor, eps: float, querie
 
 
 def encode_points(mask: Tensor) -> str:
-    """A boolean (N,) mask as a hex string (bit i of the integer is point i), as stored in the
+    """A boolean (N,) mask as a hex string ``0x...`` (bit i of the integer is point i; the prefix
+    keeps CSV readers from taking it for a number), as stored in the
     ``robust_points`` column of :func:`compare_protocols`' rows."""
     bits = mask.detach().to("cpu", torch.bool).tolist()
-    return format(sum(1 << i for i, b in enumerate(bits) if b), "x")
+    return "0x" + format(sum(1 << i for i, b in enumerate(bits) if b), "x")  # never a number
 
 
 def decode_points(code: str, n: int) -> Tensor:

@@ -478,7 +478,7 @@ def test_points_encode_and_decode():
     for n in (0, 1, 7, 500):
         mask = torch.rand(n, generator=g) < 0.5
         assert torch.equal(decode_points(encode_points(mask), n), mask)
-    assert encode_points(torch.tensor([True, False, False, False, True])) == "11"
+    assert encode_points(torch.tensor([True, False, False, False, True])) == "0x11"
 
 
 def test_the_checklist_from_the_rows_flags_masking_and_passes_an_honest_network(nets):
