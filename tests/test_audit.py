@@ -7,6 +7,7 @@ flags attacks built to be weak where the sign says they are."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -326,6 +327,10 @@ def test_compare_protocols_rows(nets):
     assert all(got[(a, 0.0)] == pytest.approx(clean) for a in PROTOCOL_ATTACKS)
     strong = [got[(a, 0.25)] for a, p in PROTOCOL_ATTACKS.items() if p == "strong"]
     assert got[("worst case", 0.25)] == min(strong)
+    # without pyautoattack's Square on its own, AutoAttack still runs
+    lean = compare_protocols({"a": model}, xs, ys, eps_grid=[0.25], source=source,
+                             settings=dataclasses.replace(settings, reference_square=False))
+    assert {r["attack"] for r in lean} == {a for a, _ in got} - {"Square (pyautoattack)"}
     # cross-entropy as the "smoothed" loss: the paper's rows are the strong FGSM / BIM-10 rows
     assert got[("FGSM, smoothed target", 0.25)] == got[("FGSM", 0.25)]
     assert got[("BIM-10, smoothed target", 0.25)] == got[("BIM-10", 0.25)]
