@@ -963,7 +963,8 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 device: str | torch.device | None = None, download: bool = False,
                 log: Callable[[str], None] | None = None,
                 journal: str | os.PathLike | None = None,
-                execution: Any = None) -> tuple[list[dict], list[dict]]:
+                execution: Any = None,
+                journal_only: bool = False) -> tuple[list[dict], list[dict]]:
     """Both protocols and the checklist on the models of a set-up of
     :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached like the
     sweep's when the cache lacks them; ``quick`` uses the sweep's quick models), attacked on the
@@ -983,6 +984,9 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     killed run loses at most the models it was working on (the command line keeps it beside
     ``--out``; damaged lines are set aside with a warning). Every random choice is seeded per
     budget, not per position in the run, so the rows are the same either way.
+
+    ``journal_only``: attack nothing, return the rows of the models the journal holds (those of a
+    run stopped early), in the order of ``defences``; the others are left out.
     """
     from lslib.experiments import (
         SETUPS,
@@ -1038,13 +1042,18 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
             append_journal(Path(journal), {"key": job.key, "rows": m_rows, "signs": m_signs})
         results[job.key] = (m_rows, m_signs)
 
+    if journal_only:
+        if journal is None:
+            raise ValueError("journal_only needs a journal")
+        jobs = []
     run_jobs(jobs, on_result, execution=execution, cache=cache_dir(cache), data_root=data_root,
              download=download, device=device, log=log)
     rows: list[dict] = []
     signs: list[dict] = []
     for *_, key in plan:  # in the order of the defences
-        rows += results[key][0]
-        signs += results[key][1]
+        if key in results:
+            rows += results[key][0]
+            signs += results[key][1]
     return rows, signs
 
 
@@ -1171,6 +1180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="with --setup: the model cache")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch threads")
+    p.add_argument("--from-journal", action="store_true",
+                   help="with --setup: attack nothing; write --out from the models the journal "
+                        "of the same command holds (a run stopped early), marked partial")
     add_execution_arguments(p)
     args = p.parse_args(argv)
 
@@ -1205,7 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.setup, n=args.limit, eps=eps, quick=args.quick, cache=args.cache,
                     **grid_kw,
                     data_root=args.data_root, device=None if execution.distributed else device,
-                    settings=settings,
+                    settings=settings, journal_only=args.from_journal,
                     log=print, journal=f"{args.out}.journal.jsonl", execution=execution)
                 options = {"setup": args.setup, "n": args.limit, "eps": eps,
                            "eps_grid": sorted({float(r["eps"]) for r in rows
@@ -1213,6 +1225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "quick": args.quick, "device": device,
                            "execution": execution.describe(),
                            "settings": dataclasses.asdict(settings)}
+                labels = [_defence_label(d, a) for d, a, _ in AUDIT_DEFENCES]
+                got = list(dict.fromkeys(r["model"] for r in rows))
+                if args.from_journal:
+                    options["partial"] = {
+                        "models_done": got, "models_missing": [m for m in labels if m not in got],
+                        "note": "rows of the models the journal of a run stopped early holds; "
+                                "this file was written from it with --from-journal, so "
+                                "'started' and 'wall_seconds' are those of the writing",
+                        "attack_seconds": sum(float(r.get("seconds", 0.0)) for r in rows)}
                 command = "python -m lslib audit " + " ".join(
                     sys.argv[1:] if argv is None else argv)
                 _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0,

@@ -387,6 +387,12 @@ def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, d
     partial = tmp_path / "partial.jsonl"
     partial.write_text(lines[0] + "\n" + '{"key": "torn')  # killed mid-append of the second
     seen: list[str] = []
+    # journal_only: the first model's rows, nothing attacked
+    rows_j, signs_j = audit_setup(**kw, journal=partial, journal_only=True, log=seen.append)
+    assert not any(m.startswith(("natural", "ALS")) for m in seen)  # nothing attacked
+    assert strip(rows_j) == strip([r for r in rows if r["model"] == "natural"])
+    assert signs_j == [s for s in signs if s["model"] == "natural"]
+    seen.clear()
     rows2, signs2 = audit_setup(**kw, journal=partial, log=seen.append)
     assert seen and all(m.startswith("ALS 0.4") for m in seen)  # only the second model ran
     assert strip(rows2) == strip(rows) and signs2 == signs
