@@ -71,6 +71,7 @@ __all__ = [
     "decode_points",
     "AUTOATTACK_STEP_ROWS",
     "WHITE_BOX",
+    "read_audit",
 ]
 
 SIGNS = (
@@ -941,6 +942,19 @@ def _audit_model_job(models: list[nn.Module], device: torch.device, *, setup: st
     m_rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
                    "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
     return m_rows, m_signs
+
+
+def read_audit(path: str | os.PathLike) -> tuple[Any, Any, dict]:
+    """A set-up audit as written by ``python -m lslib audit --setup --out PATH``: the rows
+    (a DataFrame, ``robust_points`` kept as text), the checklist (``PATH`` with ``-signs``) and
+    the provenance (``PATH.meta.json``)."""
+    import pandas as pd
+
+    path = Path(path)
+    table = pd.read_csv(path, dtype={"robust_points": str})
+    signs = pd.read_csv(path.with_name(path.stem + "-signs" + path.suffix))
+    meta = json.loads(path.with_name(path.name + ".meta.json").read_text())
+    return table, signs, meta
 
 
 def _audit_entry_problem(entry: Any) -> str | None:

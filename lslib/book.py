@@ -20,6 +20,7 @@ __all__ = [
     "PROVENANCE_FIELDS",
     "audit_provenance",
     "demo_box",
+    "interval_table",
     "legend_below",
     "legend_overlaps",
     "live_provenance",
@@ -87,21 +88,58 @@ def sweep_provenance(meta_files: Mapping[str, str | Path], results: Any) -> dict
             "size": "reduced (quick mode)" if quick else "full"}
 
 
-def audit_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
-    """The provenance of ``python -m lslib audit --setup`` (its ``.csv.meta.json``)."""
+def audit_provenance(*metas: Mapping[str, Any]) -> dict[str, str]:
+    """The provenance of one or more ``python -m lslib audit --setup`` runs (their
+    ``.csv.meta.json``), one set-up each; a run written from its journal (``--from-journal``)
+    is said to be partial, with the models it lacks."""
     from lslib.experiments import SETUPS
 
-    options = meta["options"]
-    setup = SETUPS[options["setup"]]
-    quick = bool(options.get("quick"))
-    return {"data": (f"models trained on the full {setup.dataset.upper()} training set; the "
-                     f"first {int(options['n']):,} test images"),
-            "epochs": f"{1 if quick else setup.epochs} ({setup.table_name} sweep's models)",
-            "device": str(meta["device"]),
-            "wall time": _minutes(float(meta["wall_seconds"])) + " (the audit, models cached)",
-            "commit": str(meta["git_commit"])[:7]
-            + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
+    if not metas:
+        raise ValueError("audit_provenance needs at least one meta")
+    data, epochs, wall, devices, commits = [], [], [], [], []
+    quick = False
+    for meta in metas:
+        options = meta["options"]
+        setup = SETUPS[options["setup"]]
+        quick = quick or bool(options.get("quick"))
+        partial = options.get("partial")
+        data.append(f"{setup.table_name}: models trained on the full {setup.dataset.upper()} "
+                    f"training set; the first {int(options['n']):,} test images"
+                    + (f"; PARTIAL: {len(partial['models_done'])} of "
+                       f"{len(partial['models_done']) + len(partial['models_missing'])} models "
+                       f"(missing: {', '.join(partial['models_missing'])})" if partial else ""))
+        epochs.append(f"{setup.table_name}: {1 if options.get('quick') else setup.epochs}")
+        seconds = float(partial["attack_seconds"] if partial else meta["wall_seconds"])
+        wall.append(f"{setup.table_name}: " + _minutes(seconds)
+                    + (" of attacks (the finished models)" if partial
+                       else " (the audit, training included)"))
+        devices.append(str(meta["device"]))
+        commits.append(str(meta["git_commit"])[:7]
+                       + (" (with uncommitted changes)" if meta.get("git_dirty") else ""))
+    return {"data": "; ".join(data), "epochs": "; ".join(epochs),
+            "device": ", ".join(dict.fromkeys(devices)), "wall time": "; ".join(wall),
+            "commit": ", ".join(dict.fromkeys(commits)),
             "size": "reduced (quick mode)" if quick else "full"}
+
+
+def interval_table(table: Any, models: Iterable[str], attacks: Iterable[str], eps: float,
+                   *, digits: int = 3) -> Any:
+    """One row per model, one column per attack: the accuracy at ``eps`` with its 95 % Wilson
+    interval (:func:`lslib.stats.format_interval`) as text, from the rows of an audit table
+    (columns ``model``, ``attack``, ``eps``, ``accuracy``, ``n``); "not run" where missing."""
+    import pandas as pd
+
+    from lslib.stats import format_interval
+
+    def cell(model: str, attack: str) -> str:
+        row = table[(table["model"] == model) & (table["attack"] == attack)
+                    & ((table["eps"] - eps).abs() < 1e-9)]
+        if not len(row):
+            return "not run"
+        return format_interval(float(row["accuracy"].iloc[0]), int(row["n"].iloc[0]), digits)
+
+    models, attacks = list(models), list(attacks)
+    return pd.DataFrame({a: [cell(m, a) for m in models] for a in attacks}, index=models)
 
 
 def live_provenance(*, data: str, epochs: int | str, device: str, seconds: float,
