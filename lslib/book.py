@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "PROVENANCE_FIELDS",
+    "accuracy_chart",
     "audit_provenance",
     "demo_box",
     "interval_table",
@@ -140,6 +141,43 @@ def interval_table(table: Any, models: Iterable[str], attacks: Iterable[str], ep
 
     models, attacks = list(models), list(attacks)
     return pd.DataFrame({a: [cell(m, a) for m in models] for a in attacks}, index=models)
+
+
+def accuracy_chart(table: Any, attacks: Mapping[str, str], *, models: Iterable[str],
+                   eps: Iterable[float], title: str = "", width: int = 250):
+    """Dots with 95 % Wilson intervals (whiskers): the accuracy of each model (rows) under each
+    attack of ``attacks`` (a mapping from the table's attack name to its label in the legend),
+    one panel per budget of ``eps``. ``table`` holds audit rows (``model``, ``attack``, ``eps``,
+    ``accuracy``, ``n``). The legend sits below the panels; tooltips give the numbers."""
+    import altair as alt
+    import pandas as pd
+
+    from lslib.stats import wilson_interval
+
+    models, eps = list(models), [float(e) for e in eps]
+    rows = []
+    for r in table.itertuples():
+        if r.attack in attacks and r.model in models and any(abs(r.eps - e) < 1e-9 for e in eps):
+            lo, hi = wilson_interval(round(r.accuracy * int(r.n)), int(r.n))
+            rows.append({"model": r.model, "attack": attacks[r.attack],
+                         "eps": f"eps = {r.eps:g}", "accuracy": r.accuracy, "low": lo,
+                         "high": hi, "n": int(r.n)})
+    df = pd.DataFrame(rows)
+    order = list(attacks.values())
+    base = alt.Chart(df).encode(
+        y=alt.Y("model:N", sort=models, title=None),
+        yOffset=alt.YOffset("attack:N", sort=order),
+        color=alt.Color("attack:N", sort=order, title=None,
+                        legend=alt.Legend(orient="bottom", columns=2)),
+        tooltip=["model", "attack", "eps", alt.Tooltip("accuracy:Q", format=".3f"),
+                 alt.Tooltip("low:Q", format=".3f", title="95 % low"),
+                 alt.Tooltip("high:Q", format=".3f", title="95 % high"), "n"])
+    whiskers = base.mark_rule().encode(x=alt.X("low:Q", title="accuracy (95 % Wilson interval)",
+                                               scale=alt.Scale(domain=[0, 1])), x2="high:Q")
+    dots = base.mark_point(filled=True, size=28).encode(x="accuracy:Q")
+    return (whiskers + dots).properties(width=width, height=alt.Step(7)).facet(
+        column=alt.Column("eps:N", title=None, sort=[f"eps = {e:g}" for e in eps]),
+        title=title)
 
 
 def live_provenance(*, data: str, epochs: int | str, device: str, seconds: float,
