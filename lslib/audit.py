@@ -14,9 +14,15 @@ signs listed in "On evaluating adversarial robustness" and reports a pass or a f
    1 around an image in [0, 1] holds every image, so an attack that works must reach 0);
 5. ``not_monotone_in_eps``: accuracy rises somewhere as eps grows (a stronger budget is never
    weaker for a working attack);
-6. ``autoattack_beats_white_box``: AutoAttack (Croce & Hein 2020; APGD on the cross-entropy and
-   APGD-T on the targeted DLR loss, :func:`autoattack`) finds adversarials that the white-box
-   attack missed (run where the ``pyautoattack`` package imports).
+6. ``autoattack_beats_white_box``: AutoAttack (Croce & Hein 2020, :func:`autoattack`: the
+   standard ensemble APGD-CE, APGD-T, FAB-T and Square with its default budgets, or the cheaper
+   APGD-CE + APGD-T as a named option) finds adversarials that the white-box attack missed (run
+   where the ``pyautoattack`` package imports).
+
+:func:`audit` runs the checklist's attacks on one model; :func:`compare_protocols` runs both
+protocols on several models and keeps, per attack, which points stayed robust, from which
+:func:`checklist` reads the same signs without attacking again (what :func:`audit_setup`, the
+set-up audit of the book, does).
 
 :func:`square_linf` is the L-inf Square attack of Andriushchenko et al. (2020): random search over
 vertices of the eps-ball, updating square windows whose size shrinks on the authors' schedule,
