@@ -353,7 +353,8 @@ def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
 
     with pytest.raises(ValueError, match="unknown setup"):
         audit_setup("mnist-nope")
-    rows = [{"model": "a", "attack": "FGSM", "eps": 0.1, "accuracy": 0.5}]
+    rows = [{"model": "a", "attack": "FGSM", "eps": 0.1, "accuracy": 0.5,
+             "robust_points": "0x10"}]
     signs = [{"model": "a", "sign": SIGNS[0], "passed": True, "detail": "", "eps": 0.1}]
     out = tmp_path / "audit.csv"
     _write_audit(str(out), rows, signs, "python -m lslib audit --setup x", "now", 1.5,
@@ -362,6 +363,11 @@ def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
     meta = json.loads((tmp_path / "audit.csv.meta.json").read_text())
     assert meta["command"].startswith("python -m lslib audit") and meta["wall_seconds"] == 1.5
     assert {"git_commit", "lslib_version", "device", "source_hash"} <= set(meta)
+    from lslib.audit import read_audit
+
+    table, sign_table, meta2 = read_audit(out)  # the points stay text, never a number
+    assert table["robust_points"].tolist() == ["0x10"] and meta2 == meta
+    assert sign_table["sign"].tolist() == [SIGNS[0]]
 
 
 def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, data_root):
