@@ -113,7 +113,7 @@ def audit_provenance(*metas: Mapping[str, Any]) -> dict[str, str]:
         seconds = float(partial["attack_seconds"] if partial else meta["wall_seconds"])
         wall.append(f"{setup.table_name}: " + _minutes(seconds)
                     + (" of attacks (the finished models)" if partial
-                       else " (the audit, training included)"))
+                       else " (the audit, and training the models the cache lacked)"))
         devices.append(str(meta["device"]))
         commits.append(str(meta["git_commit"])[:7]
                        + (" (with uncommitted changes)" if meta.get("git_dirty") else ""))
