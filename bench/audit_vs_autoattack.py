@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -85,7 +86,7 @@ def main() -> int:
     else:
         table = pd.read_csv(args.audit, dtype={"robust_points": str})
     setup = str(table["setup"].iloc[0])
-    print(f"# command: python bench/audit_vs_autoattack.py {' '.join(sys.argv[1:])}")
+    print(f"# command: python bench/audit_vs_autoattack.py {shlex.join(sys.argv[1:])}")
     prov = provenance("cpu")
     print(f"# lslib {prov['lslib_version']}, commit {prov['git_commit'][:7]}"
           f"{' (dirty)' if prov['git_dirty'] else ''}, {platform.node() or 'this machine'}, "
