@@ -14,9 +14,15 @@ signs listed in "On evaluating adversarial robustness" and reports a pass or a f
    1 around an image in [0, 1] holds every image, so an attack that works must reach 0);
 5. ``not_monotone_in_eps``: accuracy rises somewhere as eps grows (a stronger budget is never
    weaker for a working attack);
-6. ``autoattack_beats_white_box``: AutoAttack (Croce & Hein 2020; APGD on the cross-entropy and
-   APGD-T on the targeted DLR loss, :func:`autoattack`) finds adversarials that the white-box
-   attack missed (run where the ``pyautoattack`` package imports).
+6. ``autoattack_beats_white_box``: AutoAttack (Croce & Hein 2020, :func:`autoattack`: the
+   standard ensemble APGD-CE, APGD-T, FAB-T and Square with its default budgets, or the cheaper
+   APGD-CE + APGD-T as a named option) finds adversarials that the white-box attack missed (run
+   where the ``pyautoattack`` package imports).
+
+:func:`audit` runs the checklist's attacks on one model; :func:`compare_protocols` runs both
+protocols on several models and keeps, per attack, which points stayed robust, from which
+:func:`checklist` reads the same signs without attacking again (what :func:`audit_setup`, the
+set-up audit of the book, does).
 
 :func:`square_linf` is the L-inf Square attack of Andriushchenko et al. (2020): random search over
 vertices of the eps-ball, updating square windows whose size shrinks on the authors' schedule,
@@ -49,7 +55,10 @@ from lslib.attacks import AttackResult, bim, fgsm
 
 __all__ = [
     "autoattack",
+    "autoattack_steps",
     "autoattack_available",
+    "AUTOATTACK_CHEAP",
+    "AUTOATTACK_STANDARD",
     "square_linf",
     "transfer_attack",
     "Sign",
@@ -63,6 +72,12 @@ __all__ = [
     "PROTOCOL_ATTACKS",
     "audit_setup",
     "compare_protocols",
+    "checklist",
+    "encode_points",
+    "decode_points",
+    "AUTOATTACK_STEP_ROWS",
+    "WHITE_BOX",
+    "read_audit",
 ]
 
 SIGNS = (
@@ -137,7 +152,9 @@ def square_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, queries: 
         xc = x.detach().to(device)
         yc = y.to(device)
         n, c, h, w = xc.shape
-        lo, hi = (xc - eps).clamp(0, 1), (xc + eps).clamp(0, 1)
+        from lslib.attacks import _linf_box
+
+        lo, hi = _linf_box(xc, eps)  # exact: (xc - eps) can round one ulp outside the ball
 
         def sign(shape: tuple[int, ...]) -> Tensor:
             r = torch.randint(0, 2, shape, generator=generator).to(device=device, dtype=xc.dtype)
@@ -207,6 +224,19 @@ def _import_autoattack():
     return AutoAttack
 
 
+def _run_autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, version: str,
+                    iters: int, seed: int) -> tuple[AttackResult, tuple[str, ...]]:
+    """The standard ensemble (default budgets) or the cheaper one, with the names it ran."""
+    if version not in ("standard", AUTOATTACK_CHEAP):
+        raise ValueError(f"autoattack_version must be 'standard' or {AUTOATTACK_CHEAP!r}, "
+                         f"got {version!r}")
+    names = _autoattack_names(model, x)
+    if version == "standard" and len(names) > 1:  # below 4 classes only APGD-CE can run
+        return autoattack(model, x, y, eps, seed=seed), AUTOATTACK_STANDARD
+    return autoattack(model, x, y, eps, version="custom", attacks=names, n_iter=iters,
+                      seed=seed), names
+
+
 def _autoattack_names(model: nn.Module, x: Tensor) -> tuple[str, ...]:
     """APGD-CE + APGD-T, or APGD-CE alone below 4 classes (the DLR loss needs 4)."""
     with torch.no_grad():
@@ -245,26 +275,57 @@ def _quiet_autoattack(verbose: bool) -> Iterator[None]:
         sys.settrace(trace)
 
 
+#: The cheaper ensemble, kept as a named option (:attr:`AuditSettings.autoattack`): APGD on the
+#: cross-entropy, then APGD-T on the targeted DLR loss; no FAB-T, no Square.
+AUTOATTACK_CHEAP = "apgd-ce+apgd-t"
+#: The published standard ensemble, in its order.
+AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
 def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
-               attacks: Sequence[str] = ("apgd-ce", "apgd-t"), version: str = "custom",
-               n_iter: int = 100, restarts: int = 1, square_queries: int = 5000, seed: int = 0,
-               batch_size: int = 500, device: str | torch.device | None = None,
+               attacks: Sequence[str] = ("apgd-ce", "apgd-t"), version: str = "standard",
+               n_iter: int | None = None, restarts: int = 1, square_queries: int | None = None,
+               seed: int = 0, batch_size: int = 500, device: str | torch.device | None = None,
                verbose: bool = False) -> AttackResult:
     """AutoAttack (Croce & Hein 2020) in the L-inf ball of radius ``eps``, from ``pyautoattack``.
 
-    ``version="custom"`` runs ``attacks`` in turn, each on the points still robust (the default,
-    APGD on the cross-entropy, then APGD-T on the targeted DLR loss, which is invariant to
-    shifting and rescaling the logits: what label smoothing changes), with ``n_iter``
-    iterations (FAB too), ``restarts`` random restarts of APGD-CE/DLR and ``min(9, K - 1)``
-    target classes;
-    ``version="standard"`` is the published ensemble (APGD-CE, APGD-T, FAB-T, Square with
-    ``square_queries``) and ignores ``attacks``. The DLR losses need at least 4 classes.
+    ``version="standard"`` (the default) is the published ensemble: APGD-CE, APGD-T (9 target
+    classes), FAB-T (9 targets) and Square (5000 queries), each run on the points the previous
+    ones left robust, with the package's default budgets (100 iterations) unless ``n_iter`` or
+    ``square_queries`` are given; it ignores ``attacks``. ``version="custom"`` runs ``attacks``
+    in turn (the cheaper ensemble :data:`AUTOATTACK_CHEAP`: APGD on the cross-entropy, then
+    APGD-T on the targeted DLR loss, which is invariant to shifting and rescaling the logits)
+    with ``n_iter`` iterations (100 if not given; FAB too) and ``restarts`` random restarts of
+    APGD-CE/DLR. The DLR losses need at least 4 classes; below 10 classes the targeted attacks
+    use ``K - 1`` targets.
 
     Same contract as :mod:`lslib.attacks`: ``x`` in [0, 1] (N, C, H, W), nothing mutated, the
-    model's train/eval mode, the global torch RNG and the trace function restored; runs on the
-    model's device (or ``device``); prints nothing unless ``verbose``. Returns an
-    :class:`lslib.attacks.AttackResult` whose ``success`` is re-checked on ``model``.
+    adversarials inside the eps-ball and [0, 1] EXACTLY in x's dtype (pyautoattack's can lie one
+    float32 step outside: they are clipped into the box of :mod:`lslib.attacks`), the model's
+    train/eval mode, the global torch RNG and the trace function restored; runs on the model's
+    device (or ``device``); prints nothing unless ``verbose``. Returns an
+    :class:`lslib.attacks.AttackResult` whose ``success`` is re-checked on ``model``. See
+    :func:`autoattack_steps` for which attack of the ensemble fooled which point.
     """
+    return autoattack_steps(model, x, y, eps, attacks=attacks, version=version, n_iter=n_iter,
+                            restarts=restarts, square_queries=square_queries, seed=seed,
+                            batch_size=batch_size, device=device, verbose=verbose)[0]
+
+
+def autoattack_steps(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
+                     attacks: Sequence[str] = ("apgd-ce", "apgd-t"), version: str = "standard",
+                     n_iter: int | None = None, restarts: int = 1,
+                     square_queries: int | None = None, seed: int = 0, batch_size: int = 500,
+                     device: str | torch.device | None = None,
+                     verbose: bool = False) -> tuple[AttackResult, dict[str, Tensor]]:
+    """:func:`autoattack` (same arguments) plus, per attack of the ensemble in its order, the
+    (N,) mask of the points that attack fooled first (the points it was run on are those the
+    previous attacks left robust, as in pyautoattack's ``run_standard_evaluation``).
+
+    The attacks are run one at a time, each through ``run_standard_evaluation`` on the points
+    still robust, in the same batches and with the same seed as one call of the package would
+    use, so the adversarials are those of one direct call (before the clipping into the exact
+    box)."""
     _check_inputs(model, x, y)
     eps = check_nonnegative("eps", eps)
     if version not in ("custom", "standard", "plus"):
@@ -273,11 +334,15 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
     bad = [a for a in attacks if a not in AUTOATTACK_NAMES]
     if version == "custom" and (bad or not attacks):
         raise ValueError(f"attacks must be a non-empty list from {AUTOATTACK_NAMES}, got {attacks}")
-    n_iter = check_int_at_least("n_iter", n_iter, 1)
+    if n_iter is not None:
+        n_iter = check_int_at_least("n_iter", n_iter, 1)
     restarts = check_int_at_least("restarts", restarts, 1)
-    square_queries = check_int_at_least("square_queries", square_queries, 1)
+    if square_queries is not None:
+        square_queries = check_int_at_least("square_queries", square_queries, 1)
     batch_size = check_int_at_least("batch_size", batch_size, 1)
     AutoAttack = _import_autoattack()
+    from lslib.attacks import _linf_box
+
     dev = torch.device(device) if device is not None else _device(model)
     dtype = next(iter(model.parameters()), x).dtype
     was = model.training
@@ -286,39 +351,61 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
         xc, yc = x.detach().to(dev), y.to(dev)
         with torch.no_grad():
             k = int(model(xc[:1].to(dtype)).shape[1]) if xc.shape[0] else 10
-        if version == "custom" and k < 4 and any("dlr" in a or a == "apgd-t" for a in attacks):
-            raise ValueError(f"the DLR losses of apgd-dlr/apgd-t need at least 4 classes, the "
-                             f"model has {k}")
-        if xc.shape[0] == 0 or eps == 0:
-            adv = xc.clone()
-        else:
+        if k < 4 and (version != "custom"
+                      or any("dlr" in a or a == "apgd-t" for a in attacks)):
+            raise ValueError(f"the DLR losses of apgd-dlr/apgd-t (in every AutoAttack version "
+                             f"but 'custom') need at least 4 classes, the model has {k}")
+        names = attacks if version == "custom" else (
+            list(AUTOATTACK_STANDARD) if version == "standard"
+            else ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"])
+        fooled_by = {a: torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+                     for a in names}
+        adv = xc.clone()
+        if xc.shape[0] and eps > 0:
             wrapped = _Float32Logits(model, dtype).eval()
+            xf = xc.float()
+            with torch.no_grad():
+                robust = wrapped(xf).argmax(1) == yc
             with _quiet_autoattack(verbose):
                 aa = AutoAttack(wrapped, norm="Linf", eps=eps, seed=seed, device=dev,
                                 version=version, attacks=attacks if version == "custom" else None)
                 aa.verbose = verbose
+                if n_iter is not None or version == "custom":
+                    it = 100 if n_iter is None else n_iter
+                    for apgd in (aa.apgd, aa.apgd_targeted):
+                        apgd.n_iter = apgd.n_iter_orig = it
+                        apgd.n_iter_2 = max(int(0.22 * it), 1)
+                        apgd.n_iter_min = max(int(0.06 * it), 1)
+                        apgd.size_decr = max(int(0.03 * it), 1)
+                    aa.fab.n_iter = it
                 for apgd in (aa.apgd, aa.apgd_targeted):
-                    apgd.n_iter = apgd.n_iter_orig = n_iter
-                    apgd.n_iter_2 = max(int(0.22 * n_iter), 1)
-                    apgd.n_iter_min = max(int(0.06 * n_iter), 1)
-                    apgd.size_decr = max(int(0.03 * n_iter), 1)
                     apgd.verbose = verbose
-                aa.fab.n_iter = n_iter
                 targets = max(min(9, k - 1), 1)
                 aa.apgd_targeted.n_target_classes = targets
                 aa.fab.n_target_classes = targets
-                aa.square.n_queries = square_queries
+                if square_queries is not None:
+                    aa.square.n_queries = square_queries
                 if version == "custom":
                     aa.apgd.n_restarts = restarts
-                xa, _ = aa.run_standard_evaluation(xc.float(), yc, batch_size=batch_size)
-            adv = torch.minimum(torch.maximum(xa.to(xc.dtype), (xc - eps).clamp(0, 1)),
-                                (xc + eps).clamp(0, 1))
+                for name in names:
+                    idx = robust.nonzero().squeeze(1)
+                    if idx.numel() == 0:
+                        break
+                    aa.attacks_to_run = [name]
+                    xa, _ = aa.run_standard_evaluation(xf[idx], yc[idx], batch_size=batch_size)
+                    with torch.no_grad():
+                        hit = wrapped(xa).argmax(1) != yc[idx]
+                    adv[idx[hit]] = xa[hit].to(xc.dtype)
+                    robust[idx[hit]] = False
+                    fooled_by[name][idx[hit].to(x.device)] = True
+            lo, hi = _linf_box(xc, eps)
+            adv = torch.clamp(adv, lo, hi)
         with torch.no_grad():
             success = model(adv.to(dtype)).argmax(1) != yc
         out = adv.to(dtype=x.dtype, device=x.device)
         norms = (out - x.detach()).flatten(1).abs().amax(1) if x.shape[0] else out.new_zeros(0)
         return AttackResult(adversarial=out, success=success.to(x.device), norms=norms,
-                            norm_type="linf", minimal_norm=False)
+                            norm_type="linf", minimal_norm=False), fooled_by
     finally:
         model.train(was)
 
@@ -403,7 +490,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
           single_step: Attack | None = None, square_queries: int = 1000,
           tolerance: float = 0.02, zero_tolerance: float = 0.02,
           generator: torch.Generator | None = None, use_autoattack: bool | None = None,
-          autoattack_iters: int = 100) -> AuditReport:
+          autoattack_iters: int = 100, autoattack_version: str = "standard") -> AuditReport:
     """Run the checklist on ``model`` at budget ``eps`` (L-inf, pixels in [0, 1]).
 
     ``white_box(model, x, y) -> AttackResult`` defaults to BIM with 10 steps plus 5 random-start
@@ -414,8 +501,10 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     difference it measures exceeds ``tolerance`` (a fraction of the points), and
     ``no_zero_at_large_eps`` fails when the best accuracy at the largest eps exceeds
     ``zero_tolerance``. ``use_autoattack`` (default: where ``pyautoattack`` imports) runs
-    :func:`autoattack` (APGD-CE, plus APGD-T for 4 classes or more, ``autoattack_iters``
-    iterations each) at ``eps``; without it that sign is reported as passed with "not run".
+    :func:`autoattack` at ``eps``: the standard ensemble with its default budgets, or with
+    ``autoattack_version=AUTOATTACK_CHEAP`` the cheaper APGD-CE (plus APGD-T for 4 classes or
+    more, ``autoattack_iters`` iterations each); without it that sign is reported as passed
+    with "not run".
     """
     _check_inputs(model, x, y)
     eps = check_nonnegative("eps", eps)
@@ -428,6 +517,9 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
         generator = torch.Generator().manual_seed(0)
     if use_autoattack is None:
         use_autoattack = autoattack_available()
+    if autoattack_version not in ("standard", AUTOATTACK_CHEAP):
+        raise ValueError(f"autoattack_version must be 'standard' or {AUTOATTACK_CHEAP!r}, "
+                         f"got {autoattack_version!r}")
     autoattack_iters = check_int_at_least("autoattack_iters", autoattack_iters, 1)
 
     def default_white(m: nn.Module, xx: Tensor, yy: Tensor, e: float) -> AttackResult:
@@ -501,8 +593,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
                       f"largest rise of the white-box accuracy along eps: {max(rise, 0.0):.3f}",
                       {"rise": rise}))
     if use_autoattack:
-        names = _autoattack_names(model, x)
-        res_aa = autoattack(model, x, y, eps, attacks=names, n_iter=autoattack_iters)
+        res_aa, names = _run_autoattack(model, x, y, eps, autoattack_version, autoattack_iters,
+                                        seed=0)
         rob_aa = _robust(model, x, y, res_aa)
         accuracy["autoattack"] = acc(rob_aa)
         missed = acc(rob_white & ~rob_aa)
@@ -535,29 +627,53 @@ PROTOCOL_ATTACKS: dict[str, str] = {
     "worst case": "strong",
 }
 
+#: The steps of AutoAttack reported by :func:`compare_protocols`: the accuracy left after each
+#: attack of the ensemble in turn (protocol ``"AutoAttack step"``; the last one equals the
+#: "AutoAttack" row).
+AUTOATTACK_STEP_ROWS: dict[str, str] = {
+    "apgd-ce": "AutoAttack after APGD-CE",
+    "apgd-t": "AutoAttack after APGD-T",
+    "fab-t": "AutoAttack after FAB-T",
+    "square": "AutoAttack after Square",
+}
+
 #: The defences audited on a set-up: the natural model, the four smoothing methods at the
-#: paper's largest alpha (BLS at the original code's T = 0.001) and the PGD-AT baseline.
-AUDIT_DEFENCES = (("natural", None, None), ("SLS", 0.4, None), ("ALS", 0.4, None),
-                  ("BLS", 0.4, 0.001), ("SBLS", 0.4, None), ("PGD-AT", None, None))
+#: paper's largest and smallest alpha (BLS at the original code's T = 0.001) and the PGD-AT
+#: baseline; in the order a run does them (a run stopped early has the first ones).
+AUDIT_DEFENCES = (("natural", None, None), ("ALS", 0.4, None), ("SLS", 0.4, None),
+                  ("BLS", 0.4, 0.001), ("SBLS", 0.4, None), ("PGD-AT", None, None),
+                  ("ALS", 0.005, None), ("SLS", 0.005, None), ("BLS", 0.005, 0.001),
+                  ("SBLS", 0.005, None))
 
 
 @dataclass(frozen=True)
 class AuditSettings:
     """How hard :func:`compare_protocols` attacks. ``pgd_steps`` x ``pgd_restarts``: the strong
     PGD (true label, random start, step ``2.5 eps / steps``); ``square_queries`` for both Square
-    attacks; ``autoattack_iters`` for APGD-CE and APGD-T; ``audit_queries`` for the checklist's
-    Square."""
+    attacks of lslib and of pyautoattack run on their own; ``autoattack``: ``"standard"`` (the
+    published ensemble APGD-CE, APGD-T, FAB-T, Square with the package's default budgets) or
+    :data:`AUTOATTACK_CHEAP` (APGD-CE + APGD-T with ``autoattack_iters`` iterations each, the
+    cheaper option); ``audit_queries`` for :func:`audit`'s Square; ``reference_square``: also
+    run pyautoattack's Square on its own (``square_queries``), beside ours."""
 
     pgd_steps: int = 100
     pgd_restarts: int = 5
     square_queries: int = 1000
     autoattack_iters: int = 100
     audit_queries: int = 1000
+    autoattack: str = "standard"
+    reference_square: bool = True
+
+    def __post_init__(self) -> None:
+        if self.autoattack not in ("standard", AUTOATTACK_CHEAP):
+            raise ValueError(f"autoattack must be 'standard' or {AUTOATTACK_CHEAP!r}, got "
+                             f"{self.autoattack!r}")
 
     @classmethod
     def quick(cls) -> AuditSettings:
+        """Reduced attacks for CI and live demos: the cheaper AutoAttack, few iterations."""
         return cls(pgd_steps=20, pgd_restarts=2, square_queries=100, autoattack_iters=10,
-                   audit_queries=100)
+                   audit_queries=100, autoattack=AUTOATTACK_CHEAP)
 
 
 def _reference_square(model: nn.Module, x: Tensor, y: Tensor, eps: float, queries: int,
@@ -576,16 +692,33 @@ def _reference_square(model: nn.Module, x: Tensor, y: Tensor, eps: float, querie
             sq = SquareAttack(_Float32Logits(model, dtype).eval(), norm="Linf", n_queries=queries,
                               eps=eps, p_init=0.8, seed=seed, device=dev, verbose=False)
             adv = sq.perturb(xc.float(), yc).to(xc.dtype)
-        adv = torch.minimum(torch.maximum(adv, (xc - eps).clamp(0, 1)), (xc + eps).clamp(0, 1))
+        from lslib.attacks import _linf_box
+
+        lo, hi = _linf_box(xc, eps)
+        adv = torch.clamp(adv, lo, hi)
     with torch.no_grad():
         success = model(adv.to(dtype)).argmax(1) != yc
     return AttackResult(adversarial=adv.to(x.device, x.dtype), success=success.to(x.device),
                         norms=(adv.to(x.device, x.dtype) - x).flatten(1).abs().amax(1))
 
 
+def encode_points(mask: Tensor) -> str:
+    """A boolean (N,) mask as a hex string ``0x...`` (bit i of the integer is point i; the prefix
+    keeps CSV readers from taking it for a number), as stored in the
+    ``robust_points`` column of :func:`compare_protocols`' rows."""
+    bits = mask.detach().to("cpu", torch.bool).tolist()
+    return "0x" + format(sum(1 << i for i, b in enumerate(bits) if b), "x")  # never a number
+
+
+def decode_points(code: str, n: int) -> Tensor:
+    """The (N,) boolean mask of :func:`encode_points`."""
+    value = int(code, 16)
+    return torch.tensor([(value >> i) & 1 == 1 for i in range(n)], dtype=torch.bool)
+
+
 def _suite(model: nn.Module, x: Tensor, y: Tensor, e: float, *, loss: Callable | str,
            settings: AuditSettings, seed: int, transferred: Tensor | None,
-           reference: bool) -> dict[str, Callable[[], AttackResult]]:
+           reference: bool, steps: dict[str, Tensor]) -> dict[str, Callable[[], AttackResult]]:
     """The attacks of :func:`compare_protocols` on one model at one eps, as thunks."""
     from lslib.attacks import fgsm as _fgsm
 
@@ -605,20 +738,31 @@ def _suite(model: nn.Module, x: Tensor, y: Tensor, e: float, *, loss: Callable |
                                                loss=loss),
         "FGSM": lambda: _fgsm(model, x, y, e),
         "BIM-10": lambda: bim(model, x, y, e, steps=10, step_size=step),
-        "PGD, many steps + restarts": lambda: bim(
+        "PGD, many steps + restarts": lambda: bim(  # early stop: the same points, faster
             model, x, y, e, steps=settings.pgd_steps, random_start=True,
-            restarts=settings.pgd_restarts, generator=gen),
+            restarts=settings.pgd_restarts, generator=gen, early_stop=True),
         "Square (lslib)": lambda: square_linf(model, x, y, e, queries=settings.square_queries,
                                               generator=torch.Generator().manual_seed(seed)),
     }
     if transferred is not None:
         attacks["transfer from natural"] = _transfer
-    if reference:
+    if reference and settings.reference_square:
         attacks["Square (pyautoattack)"] = lambda: _reference_square(
             model, x, y, e, settings.square_queries, seed)
-        attacks["AutoAttack"] = lambda: autoattack(model, x, y, e,
-                                                   attacks=_autoattack_names(model, x),
-                                                   n_iter=settings.autoattack_iters, seed=seed)
+    if reference:
+
+        def _aa() -> AttackResult:
+            # below 4 classes (no DLR loss) only the cheaper ensemble's APGD-CE can run
+            if settings.autoattack == "standard" and len(_autoattack_names(model, x)) > 1:
+                res, fooled = autoattack_steps(model, x, y, e, seed=seed)
+            else:
+                res, fooled = autoattack_steps(model, x, y, e, version="custom",
+                                               attacks=_autoattack_names(model, x),
+                                               n_iter=settings.autoattack_iters, seed=seed)
+            steps.update(fooled)
+            return res
+
+        attacks["AutoAttack"] = _aa
     return attacks
 
 
@@ -634,12 +778,18 @@ def compare_protocols(models: dict[str, nn.Module], x: Tensor, y: Tensor, *,
     missing). The strong one: the same two attacks on the true label's cross-entropy; PGD with
     ``settings.pgd_steps`` steps and ``settings.pgd_restarts`` random restarts; PGD-10 crafted on
     ``source`` (a naturally trained model) and transferred; Square, ours (:func:`square_linf`)
-    and pyautoattack's; AutoAttack (APGD-CE + APGD-T, :func:`autoattack`); and the per-point
-    worst case over every strong attack (a point counts only if it survives all of them).
-    The pyautoattack rows are left out where the package does not import.
+    and pyautoattack's, each on its own; AutoAttack (:func:`autoattack`: the standard ensemble
+    APGD-CE, APGD-T, FAB-T, Square with its default budgets, or the cheaper APGD-CE + APGD-T
+    where ``settings.autoattack`` says so), with one ``"AutoAttack step"`` row per attack of the
+    ensemble (:data:`AUTOATTACK_STEP_ROWS`: the accuracy left after it and those before it); and
+    the per-point worst case over every strong attack (a point counts only if it survives all of
+    them). The pyautoattack rows are left out where the package does not import. Every
+    adversarial lies in the exact eps-ball and [0, 1] (the contract of :mod:`lslib.attacks`).
 
     Returns tidy rows: ``model``, ``attack``, ``protocol``, ``eps``, ``accuracy`` (robust:
-    correct and not fooled, over the ``n`` points), ``n``, ``seconds``.
+    correct and not fooled, over the ``n`` points), ``n``, ``seconds``, ``robust_points``
+    (which points stayed robust, :func:`encode_points`; :func:`decode_points` reads it) and
+    ``seed`` (that of the attacks at this budget, e.g. AutoAttack's).
     """
     import time
 
@@ -661,24 +811,114 @@ def compare_protocols(models: dict[str, nn.Module], x: Tensor, y: Tensor, *,
             model.eval()
             clean = model(x.to(_device(model))).argmax(1).to(y.device) == y
         for i, e in enumerate(grid):
+            steps: dict[str, Tensor] = {}
             attacks = _suite(model, x, y, e, loss=loss, settings=settings, seed=seed + 1000 * i,
-                             transferred=transferred.get(e), reference=have_aa)
+                             transferred=transferred.get(e), reference=have_aa, steps=steps)
             worst = clean.clone()
+            first = len(rows)
+
+            def row(attack: str, protocol: str, robust: Tensor, seconds: float,
+                    _e: float = e, _name: str = name, _seed: int = seed + 1000 * i) -> dict:
+                return {"model": _name, "attack": attack, "protocol": protocol, "eps": _e,
+                        "accuracy": float(robust.double().sum()) / n, "n": int(x.shape[0]),
+                        "seconds": seconds, "robust_points": encode_points(robust),
+                        "seed": _seed}
+
             for attack, run in attacks.items():
                 start = time.perf_counter()
                 robust = clean & ~run().success.to(y.device)
                 if PROTOCOL_ATTACKS[attack] == "strong":
                     worst &= robust
-                rows.append({"model": name, "attack": attack,
-                             "protocol": PROTOCOL_ATTACKS[attack], "eps": e,
-                             "accuracy": float(robust.double().sum()) / n, "n": int(x.shape[0]),
-                             "seconds": time.perf_counter() - start})
-            rows.append({"model": name, "attack": "worst case", "protocol": "strong", "eps": e,
-                         "accuracy": float(worst.double().sum()) / n, "n": int(x.shape[0]),
-                         "seconds": 0.0})
+                rows.append(row(attack, PROTOCOL_ATTACKS[attack], robust,
+                                time.perf_counter() - start))
+                if attack == "AutoAttack":
+                    left = clean.clone()
+                    for step, fooled in steps.items():
+                        left &= ~fooled.to(y.device)
+                        rows.append(row(AUTOATTACK_STEP_ROWS.get(step, f"AutoAttack after "
+                                                                       f"{step}"),
+                                        "AutoAttack step", left, 0.0))
+            rows.append(row("worst case", "strong", worst, 0.0))
             log(f"{name} eps={e:g}: " + ", ".join(
-                f"{r['attack']} {r['accuracy']:.3f}" for r in rows[-len(attacks) - 1:]))
+                f"{r['attack']} {r['accuracy']:.3f}" for r in rows[first:]))
     return rows
+
+
+WHITE_BOX = "PGD, many steps + restarts"
+
+
+def checklist(rows: Sequence[dict], eps: float, *, tolerance: float = 0.02,
+              zero_tolerance: float = 0.02) -> list[Sign]:
+    """The signs of :func:`audit` at budget ``eps``, read from the rows of
+    :func:`compare_protocols` for ONE model (no attack is run again): the white-box attack is
+    the strong PGD (:data:`WHITE_BOX`), the single-step one FGSM, the gradient-free one either
+    Square (ours or pyautoattack's), the curves are PGD's and FGSM's over the rows' budgets
+    (the largest should be 1), and AutoAttack is the rows' "AutoAttack". Each sign compares the
+    very points (``robust_points``), e.g. "Square fools 0.012 of the points PGD missed"."""
+    eps = float(eps)
+    models = {r["model"] for r in rows}
+    if len(models) != 1:
+        raise ValueError(f"rows must hold one model, got {sorted(models)}")
+    tolerance = check_unit_interval("tolerance", tolerance)
+    zero_tolerance = check_unit_interval("zero_tolerance", zero_tolerance)
+    at = {(r["attack"], float(r["eps"])): r for r in rows}
+    if (WHITE_BOX, eps) not in at:
+        raise ValueError(f"no {WHITE_BOX!r} row at eps={eps:g}")
+
+    def mask(attack: str, e: float = eps) -> Tensor | None:
+        r = at.get((attack, e))
+        return None if r is None else decode_points(r["robust_points"], int(r["n"]))
+
+    n = max(int(at[(WHITE_BOX, eps)]["n"]), 1)
+
+    def acc(m: Tensor) -> float:
+        return float(m.double().sum()) / n
+
+    white = mask(WHITE_BOX)
+    assert white is not None
+    signs: list[Sign] = []
+    single = mask("FGSM")
+    if single is not None:
+        gap = acc(white) - acc(single)
+        signs.append(Sign("single_step_beats_iterative", gap <= tolerance,
+                          f"FGSM accuracy {acc(single):.3f} vs PGD {acc(white):.3f}",
+                          {"difference": gap}))
+    transfer = mask("transfer from natural")
+    if transfer is not None:
+        gap = acc(white) - acc(transfer)
+        signs.append(Sign("transfer_beats_white_box", gap <= tolerance,
+                          f"transfer accuracy {acc(transfer):.3f} vs PGD {acc(white):.3f}",
+                          {"difference": gap}))
+    else:
+        signs.append(Sign("transfer_beats_white_box", True, "not run (no source model)"))
+    squares = [m for m in (mask("Square (lslib)"), mask("Square (pyautoattack)")) if m is not None]
+    if squares:
+        fooled = ~squares[0] if len(squares) == 1 else ~(squares[0] & squares[1])
+        missed = acc(white & fooled)
+        signs.append(Sign("gradient_free_beats_white_box", missed <= tolerance,
+                          f"Square fools {missed:.3f} of the points PGD missed",
+                          {"missed": missed}))
+    grid = sorted({float(r["eps"]) for r in rows if r["attack"] == WHITE_BOX})
+    curve = [acc(m) for m in (mask(WHITE_BOX, e) for e in grid) if m is not None]
+    fgsm_top = mask("FGSM", grid[-1])
+    top = min(curve[-1], acc(fgsm_top) if fgsm_top is not None else 1.0)
+    signs.append(Sign("no_zero_at_large_eps", top <= zero_tolerance,
+                      f"accuracy {top:.3f} at eps={grid[-1]:g}"
+                      + ("" if grid[-1] >= 1 else " (the budgets should reach eps=1)"),
+                      {"accuracy": top}))
+    rise = max((b - a for a, b in zip(curve, curve[1:], strict=False)), default=0.0)
+    signs.append(Sign("not_monotone_in_eps", rise <= tolerance,
+                      f"largest rise of the PGD accuracy along eps: {max(rise, 0.0):.3f}",
+                      {"rise": rise}))
+    aa = mask("AutoAttack")
+    if aa is not None:
+        missed = acc(white & ~aa)
+        signs.append(Sign("autoattack_beats_white_box", missed <= tolerance,
+                          f"AutoAttack fools {missed:.3f} of the points PGD missed "
+                          f"(AutoAttack accuracy {acc(aa):.3f})", {"missed": missed}))
+    else:
+        signs.append(Sign("autoattack_beats_white_box", True, "not run (pyautoattack not used)"))
+    return signs
 
 
 def _defence_label(name: str, alpha: float | None) -> str:
@@ -701,18 +941,26 @@ def _audit_model_job(models: list[nn.Module], device: torch.device, *, setup: st
     m_rows = compare_protocols({label: model}, x, y, eps_grid=eps_grid,
                                smoothed_losses={label: build_loss(config, reduction="none")},
                                source=source, settings=settings, seed=seed)
-    m_signs = []
-    for e in eps_list:
-        rep = audit(model, x, y, eps=e, source_model=source,
-                    square_queries=settings.audit_queries,
-                    autoattack_iters=settings.autoattack_iters,
-                    generator=torch.Generator().manual_seed(seed))
-        m_signs += [{"model": label, **r, "eps": e} for r in rep.rows()]
+    m_signs = [{"model": label, "sign": s.name, "passed": s.passed, "detail": s.detail, "eps": e}
+               for e in eps_list for s in checklist(m_rows, e)]
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).double().mean())
     m_rows.append({"model": label, "attack": "clean", "protocol": "both", "eps": 0.0,
                    "accuracy": clean, "n": int(x.shape[0]), "seconds": 0.0})
     return m_rows, m_signs
+
+
+def read_audit(path: str | os.PathLike) -> tuple[Any, Any, dict]:
+    """A set-up audit as written by ``python -m lslib audit --setup --out PATH``: the rows
+    (a DataFrame, ``robust_points`` kept as text), the checklist (``PATH`` with ``-signs``) and
+    the provenance (``PATH.meta.json``)."""
+    import pandas as pd
+
+    path = Path(path)
+    table = pd.read_csv(path, dtype={"robust_points": str})
+    signs = pd.read_csv(path.with_name(path.stem + "-signs" + path.suffix))
+    meta = json.loads(path.with_name(path.name + ".meta.json").read_text())
+    return table, signs, meta
 
 
 def _audit_entry_problem(entry: Any) -> str | None:
@@ -735,11 +983,13 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 device: str | torch.device | None = None, download: bool = False,
                 log: Callable[[str], None] | None = None,
                 journal: str | os.PathLike | None = None,
-                execution: Any = None) -> tuple[list[dict], list[dict]]:
+                execution: Any = None,
+                journal_only: bool = False) -> tuple[list[dict], list[dict]]:
     """Both protocols and the checklist on the models of a set-up of
     :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached like the
     sweep's when the cache lacks them; ``quick`` uses the sweep's quick models), attacked on the
-    first ``n`` test images; the checklist runs at each budget of ``eps``. The transfer source is
+    first ``n`` test images at each budget of ``eps_grid``; the checklist (:func:`checklist`,
+    read from those rows) at each budget of ``eps`` (added to the grid). The transfer source is
     a natural model of the same architecture trained with seed ``seed + 1``. Each model is one
     job of :mod:`lslib.runner`, so ``execution`` (an :class:`lslib.runner.Execution`) runs the
     audit on a local Ray or a Ray cluster exactly as it does a sweep; embedded by default.
@@ -754,6 +1004,9 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     killed run loses at most the models it was working on (the command line keeps it beside
     ``--out``; damaged lines are set aside with a warning). Every random choice is seeded per
     budget, not per position in the run, so the rows are the same either way.
+
+    ``journal_only``: attack nothing, return the rows of the models the journal holds (those of a
+    run stopped early), in the order of ``defences``; the others are left out.
     """
     from lslib.experiments import (
         SETUPS,
@@ -770,6 +1023,7 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     settings = settings or (AuditSettings.quick() if quick else AuditSettings())
     log = log or (lambda msg: None)
     eps_list = [float(eps)] if isinstance(eps, (int, float)) else [float(v) for v in eps]
+    eps_grid = sorted({float(e) for e in eps_grid} | set(eps_list))  # the checklist's budgets too
     source_cfg = Defence("natural").train_config(su, seed=seed + 1, quick=quick)
     dev_type = "cuda" if (execution is not None and execution.gpus_per_task) else (
         torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type)
@@ -808,19 +1062,24 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
             append_journal(Path(journal), {"key": job.key, "rows": m_rows, "signs": m_signs})
         results[job.key] = (m_rows, m_signs)
 
+    if journal_only:
+        if journal is None:
+            raise ValueError("journal_only needs a journal")
+        jobs = []
     run_jobs(jobs, on_result, execution=execution, cache=cache_dir(cache), data_root=data_root,
              download=download, device=device, log=log)
     rows: list[dict] = []
     signs: list[dict] = []
     for *_, key in plan:  # in the order of the defences
-        rows += results[key][0]
-        signs += results[key][1]
+        if key in results:
+            rows += results[key][0]
+            signs += results[key][1]
     return rows, signs
 
 
 #: Bump when a change here changes what audit_setup computes (journal entries of other
 #: versions are recomputed).
-_AUDIT_VERSION = 1
+_AUDIT_VERSION = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -905,6 +1164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eps", type=_cli.number(_cli.NONNEGATIVE), nargs="+",
                    help="L-inf budget (pixels in [0, 1]); with --setup, one or more budgets of "
                         "the checklist (default 0.1 0.2)")
+    p.add_argument("--eps-grid", type=_cli.number(_cli.NONNEGATIVE), nargs="+", default=None,
+                   help="with --setup: the budgets every attack runs at (default 0 0.05 0.1 "
+                        "0.15 0.2 0.3 0.4 0.5 0.75 1; --eps is added)")
     p.add_argument("--source-model", default=None, choices=list(MODELS),
                    help="architecture of the transfer source")
     p.add_argument("--source-checkpoint", type=_cli.existing_file(),
@@ -912,10 +1174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--square-queries", type=_cli.int_at_least(1),
                    default=1000)
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
-                   help="add AutoAttack (APGD-CE + APGD-T, package pyautoattack) to the "
-                        "checklist (default: where pyautoattack imports)")
+                   help="add AutoAttack (package pyautoattack) to the checklist of a "
+                        "checkpoint (default: where pyautoattack imports)")
+    p.add_argument("--autoattack-ensemble", default="standard",
+                   choices=["standard", AUTOATTACK_CHEAP],
+                   help="standard: APGD-CE, APGD-T, FAB-T, Square with the package's default "
+                        "budgets; apgd-ce+apgd-t: the cheaper pair (--autoattack-iters each)")
     p.add_argument("--autoattack-iters", type=_cli.int_at_least(1),
                    default=100)
+    p.add_argument("--reference-square", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --setup: also run pyautoattack's Square on its own, beside ours")
     p.add_argument("--data-root", type=_cli.data_dir(), default=None,
                    help="data folder (default: $LSLIB_DATA)")
     p.add_argument("--device", type=_cli.device_type(), default=None,
@@ -932,6 +1200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="with --setup: the model cache")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch threads")
+    p.add_argument("--from-journal", action="store_true",
+                   help="with --setup: attack nothing; write --out from the models the journal "
+                        "of the same command holds (a run stopped early), marked partial")
     add_execution_arguments(p)
     args = p.parse_args(argv)
 
@@ -949,6 +1220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             p.error(str(exc))
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        settings = dataclasses.replace(
+            AuditSettings.quick() if args.quick else AuditSettings(),
+            autoattack=args.autoattack_ensemble if not args.quick else AUTOATTACK_CHEAP,
+            reference_square=args.reference_square)
         device = "cuda" if execution.gpus_per_task else (
             "cpu" if execution.distributed else args.device or here)
         prov = {**provenance(device), "sources": source_hashes()}  # the code that runs
@@ -957,15 +1232,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             with exclusive_output(out):
+                grid_kw = {} if args.eps_grid is None else {"eps_grid": args.eps_grid}
                 rows, signs = audit_setup(
                     args.setup, n=args.limit, eps=eps, quick=args.quick, cache=args.cache,
+                    **grid_kw,
                     data_root=args.data_root, device=None if execution.distributed else device,
+                    settings=settings, journal_only=args.from_journal,
                     log=print, journal=f"{args.out}.journal.jsonl", execution=execution)
                 options = {"setup": args.setup, "n": args.limit, "eps": eps,
+                           "eps_grid": sorted({float(r["eps"]) for r in rows
+                                               if r["attack"] != "clean"}),
                            "quick": args.quick, "device": device,
                            "execution": execution.describe(),
-                           "settings": dataclasses.asdict(AuditSettings.quick() if args.quick
-                                                          else AuditSettings())}
+                           "settings": dataclasses.asdict(settings)}
+                labels = [_defence_label(d, a) for d, a, _ in AUDIT_DEFENCES]
+                got = list(dict.fromkeys(r["model"] for r in rows))
+                if args.from_journal:
+                    options["partial"] = {
+                        "models_done": got, "models_missing": [m for m in labels if m not in got],
+                        "note": "rows of the models the journal of a run stopped early holds; "
+                                "this file was written from it with --from-journal, so "
+                                "'started' and 'wall_seconds' are those of the writing",
+                        "attack_seconds": sum(float(r.get("seconds", 0.0)) for r in rows)}
                 command = "python -m lslib audit " + " ".join(
                     sys.argv[1:] if argv is None else argv)
                 _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0,
@@ -991,7 +1279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_dataset(args.dataset, "test", args.data_root, limit=args.limit)
     report = audit(model, data.x.to(device), data.y.to(device), eps=args.eps[0],
                    source_model=source, square_queries=args.square_queries,
-                   use_autoattack=args.autoattack, autoattack_iters=args.autoattack_iters)
+                   use_autoattack=args.autoattack, autoattack_iters=args.autoattack_iters,
+                   autoattack_version=args.autoattack_ensemble)
     print(report)
     if args.json:
         with open(args.json, "w") as f:

@@ -18,8 +18,10 @@ import numpy as np
 
 __all__ = [
     "PROVENANCE_FIELDS",
+    "accuracy_chart",
     "audit_provenance",
     "demo_box",
+    "interval_table",
     "legend_below",
     "legend_overlaps",
     "live_provenance",
@@ -88,20 +90,37 @@ def sweep_provenance(meta_files: Mapping[str, str | Path], results: Any) -> dict
             "size": "reduced (quick mode)" if quick else "full"}
 
 
-def audit_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
-    """The provenance of ``python -m lslib audit --setup`` (its ``.csv.meta.json``)."""
+def audit_provenance(*metas: Mapping[str, Any]) -> dict[str, str]:
+    """The provenance of one or more ``python -m lslib audit --setup`` runs (their
+    ``.csv.meta.json``), one set-up each; a run written from its journal (``--from-journal``)
+    is said to be partial, with the models it lacks."""
     from lslib.experiments import SETUPS
 
-    options = meta["options"]
-    setup = SETUPS[options["setup"]]
-    quick = bool(options.get("quick"))
-    return {"data": (f"models trained on the full {setup.dataset.upper()} training set; the "
-                     f"first {int(options['n']):,} test images"),
-            "epochs": f"{1 if quick else setup.epochs} ({setup.table_name} sweep's models)",
-            "device": str(meta["device"]),
-            "wall time": _minutes(float(meta["wall_seconds"])) + " (the audit, models cached)",
-            "commit": str(meta["git_commit"])[:7]
-            + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
+    if not metas:
+        raise ValueError("audit_provenance needs at least one meta")
+    data, epochs, wall, devices, commits = [], [], [], [], []
+    quick = False
+    for meta in metas:
+        options = meta["options"]
+        setup = SETUPS[options["setup"]]
+        quick = quick or bool(options.get("quick"))
+        partial = options.get("partial")
+        data.append(f"{setup.table_name}: models trained on the full {setup.dataset.upper()} "
+                    f"training set; the first {int(options['n']):,} test images"
+                    + (f"; PARTIAL: {len(partial['models_done'])} of "
+                       f"{len(partial['models_done']) + len(partial['models_missing'])} models "
+                       f"(missing: {', '.join(partial['models_missing'])})" if partial else ""))
+        epochs.append(f"{setup.table_name}: {1 if options.get('quick') else setup.epochs}")
+        seconds = float(partial["attack_seconds"] if partial else meta["wall_seconds"])
+        wall.append(f"{setup.table_name}: " + _minutes(seconds)
+                    + (" of attacks (the finished models)" if partial
+                       else " (the audit, and training the models the cache lacked)"))
+        devices.append(str(meta["device"]))
+        commits.append(str(meta["git_commit"])[:7]
+                       + (" (with uncommitted changes)" if meta.get("git_dirty") else ""))
+    return {"data": "; ".join(data), "epochs": "; ".join(epochs),
+            "device": ", ".join(dict.fromkeys(devices)), "wall time": "; ".join(wall),
+            "commit": ", ".join(dict.fromkeys(commits)),
             "size": "reduced (quick mode)" if quick else "full"}
 
 
@@ -118,6 +137,63 @@ def survey_provenance(meta: Mapping[str, Any]) -> dict[str, str]:
             "commit": str(meta["git_commit"])[:7]
             + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
             "size": "full"}
+
+
+def interval_table(table: Any, models: Iterable[str], attacks: Iterable[str], eps: float,
+                   *, digits: int = 3) -> Any:
+    """One row per model, one column per attack: the accuracy at ``eps`` with its 95 % Wilson
+    interval (:func:`lslib.stats.format_interval`) as text, from the rows of an audit table
+    (columns ``model``, ``attack``, ``eps``, ``accuracy``, ``n``); "not run" where missing."""
+    import pandas as pd
+
+    from lslib.stats import format_interval
+
+    def cell(model: str, attack: str) -> str:
+        row = table[(table["model"] == model) & (table["attack"] == attack)
+                    & ((table["eps"] - eps).abs() < 1e-9)]
+        if not len(row):
+            return "not run"
+        return format_interval(float(row["accuracy"].iloc[0]), int(row["n"].iloc[0]), digits)
+
+    models, attacks = list(models), list(attacks)
+    return pd.DataFrame({a: [cell(m, a) for m in models] for a in attacks}, index=models)
+
+
+def accuracy_chart(table: Any, attacks: Mapping[str, str], *, models: Iterable[str],
+                   eps: Iterable[float], title: str = "", width: int = 250):
+    """Dots with 95 % Wilson intervals (whiskers): the accuracy of each model (rows) under each
+    attack of ``attacks`` (a mapping from the table's attack name to its label in the legend),
+    one panel per budget of ``eps``. ``table`` holds audit rows (``model``, ``attack``, ``eps``,
+    ``accuracy``, ``n``). The legend sits below the panels; tooltips give the numbers."""
+    import altair as alt
+    import pandas as pd
+
+    from lslib.stats import wilson_interval
+
+    models, eps = list(models), [float(e) for e in eps]
+    rows = []
+    for r in table.itertuples():
+        if r.attack in attacks and r.model in models and any(abs(r.eps - e) < 1e-9 for e in eps):
+            lo, hi = wilson_interval(round(r.accuracy * int(r.n)), int(r.n))
+            rows.append({"model": r.model, "attack": attacks[r.attack],
+                         "eps": f"eps = {r.eps:g}", "accuracy": r.accuracy, "low": lo,
+                         "high": hi, "n": int(r.n)})
+    df = pd.DataFrame(rows)
+    order = list(attacks.values())
+    base = alt.Chart(df).encode(
+        y=alt.Y("model:N", sort=models, title=None),
+        yOffset=alt.YOffset("attack:N", sort=order),
+        color=alt.Color("attack:N", sort=order, title=None,
+                        legend=alt.Legend(orient="bottom", columns=2)),
+        tooltip=["model", "attack", "eps", alt.Tooltip("accuracy:Q", format=".3f"),
+                 alt.Tooltip("low:Q", format=".3f", title="95 % low"),
+                 alt.Tooltip("high:Q", format=".3f", title="95 % high"), "n"])
+    whiskers = base.mark_rule().encode(x=alt.X("low:Q", title="accuracy (95 % Wilson interval)",
+                                               scale=alt.Scale(domain=[0, 1])), x2="high:Q")
+    dots = base.mark_point(filled=True, size=28).encode(x="accuracy:Q")
+    return (whiskers + dots).properties(width=width, height=alt.Step(7)).facet(
+        column=alt.Column("eps:N", title=None, sort=[f"eps = {e:g}" for e in eps]),
+        title=title)
 
 
 def live_provenance(*, data: str, epochs: int | str, device: str, seconds: float,

@@ -7,21 +7,29 @@ flags attacks built to be weak where the sign says they are."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from lslib.attacks import AttackResult, bim, fgsm
 from lslib.audit import (
+    AUTOATTACK_CHEAP,
     PROTOCOL_ATTACKS,
     SIGNS,
     AuditSettings,
     audit,
     autoattack,
+    autoattack_steps,
+    checklist,
     compare_protocols,
+    decode_points,
+    encode_points,
     square_linf,
     transfer_attack,
 )
@@ -29,6 +37,9 @@ from lslib.models import LinearModel
 from lslib.squeeze import linear_radius
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+SETTINGS_AA = settings(max_examples=25, deadline=None, derandomize=True,
+                       suppress_health_check=[HealthCheck.too_slow])
 
 
 def _linear_problem():
@@ -218,7 +229,8 @@ pyautoattack = pytest.importorskip("pyautoattack")
 def test_autoattack_reaches_the_closed_form_robust_accuracy_of_a_linear_model(eps):
     m, x, y = _linear_problem()  # float64, 4 classes: APGD-T's DLR loss needs 4
     exact = float((linear_radius(m, x, y) > eps).double().mean())
-    res = autoattack(m, x, y, eps, n_iter=50)
+    res = autoattack(m, x, y, eps, version="custom", attacks=AUTOATTACK_CHEAP.split("+"),
+                     n_iter=50)
     found = float((~res.success).double().mean())
     assert exact <= found + 1e-12
     assert found <= exact + 0.015
@@ -242,7 +254,8 @@ def test_autoattack_keeps_the_attack_contract_and_is_silent(capfd):
     m.train()
     x0 = x.clone()
     rng = torch.random.get_rng_state()
-    res = autoattack(m, x, y, 0.02, attacks=("apgd-ce",), n_iter=20, device="cpu")
+    res = autoattack(m, x, y, 0.02, version="custom", attacks=("apgd-ce",), n_iter=20,
+                     device="cpu")
     assert capfd.readouterr() == ("", "")
     assert m.training and torch.equal(x, x0)
     assert torch.equal(torch.random.get_rng_state(), rng)
@@ -253,7 +266,7 @@ def test_autoattack_keeps_the_attack_contract_and_is_silent(capfd):
         assert torch.equal(res.success, m(res.adversarial).argmax(1) != y)
     assert not autoattack(m, x, y, 0.0).success[20:].any()  # eps 0: only the misclassified
     with pytest.raises(ValueError):
-        autoattack(m, x, y, 0.02, attacks=("pgd",))
+        autoattack(m, x, y, 0.02, version="custom", attacks=("pgd",))
     with pytest.raises(ValueError):
         autoattack(m, x, y, -0.1)
 
@@ -262,7 +275,7 @@ def test_autoattack_refuses_the_dlr_losses_below_four_classes(nets):
     model, _, (x, y) = nets
     with pytest.raises(ValueError, match="4 classes"):
         autoattack(model, x, y, 0.1)
-    res = autoattack(model, x, y, 0.25, attacks=("apgd-ce",), n_iter=20)
+    res = autoattack(model, x, y, 0.25, version="custom", attacks=("apgd-ce",), n_iter=20)
     assert float((~res.success).double().mean()) < 0.1
 
 
@@ -304,12 +317,20 @@ def test_compare_protocols_rows(nets):
                              settings=settings, smoothed_losses={"a": torch.nn.CrossEntropyLoss(
                                  reduction="none")})
     got = {(r["attack"], r["eps"]): r["accuracy"] for r in rows}
-    assert {a for a, _ in got} == set(PROTOCOL_ATTACKS)
+    # 3 classes: no DLR loss, AutoAttack is APGD-CE alone (one step row)
+    assert {a for a, _ in got} == set(PROTOCOL_ATTACKS) | {"AutoAttack after APGD-CE"}
+    assert got[("AutoAttack after APGD-CE", 0.25)] == got[("AutoAttack", 0.25)]
+    for r in rows:  # the stored points are the accuracy
+        assert decode_points(r["robust_points"], r["n"]).sum() / r["n"] == r["accuracy"]
     with torch.no_grad():
         clean = float((model(xs).argmax(1) == ys).double().mean())
     assert all(got[(a, 0.0)] == pytest.approx(clean) for a in PROTOCOL_ATTACKS)
     strong = [got[(a, 0.25)] for a, p in PROTOCOL_ATTACKS.items() if p == "strong"]
     assert got[("worst case", 0.25)] == min(strong)
+    # without pyautoattack's Square on its own, AutoAttack still runs
+    lean = compare_protocols({"a": model}, xs, ys, eps_grid=[0.25], source=source,
+                             settings=dataclasses.replace(settings, reference_square=False))
+    assert {r["attack"] for r in lean} == {a for a, _ in got} - {"Square (pyautoattack)"}
     # cross-entropy as the "smoothed" loss: the paper's rows are the strong FGSM / BIM-10 rows
     assert got[("FGSM, smoothed target", 0.25)] == got[("FGSM", 0.25)]
     assert got[("BIM-10, smoothed target", 0.25)] == got[("BIM-10", 0.25)]
@@ -332,7 +353,8 @@ def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
 
     with pytest.raises(ValueError, match="unknown setup"):
         audit_setup("mnist-nope")
-    rows = [{"model": "a", "attack": "FGSM", "eps": 0.1, "accuracy": 0.5}]
+    rows = [{"model": "a", "attack": "FGSM", "eps": 0.1, "accuracy": 0.5,
+             "robust_points": "0x10"}]
     signs = [{"model": "a", "sign": SIGNS[0], "passed": True, "detail": "", "eps": 0.1}]
     out = tmp_path / "audit.csv"
     _write_audit(str(out), rows, signs, "python -m lslib audit --setup x", "now", 1.5,
@@ -341,6 +363,11 @@ def test_the_setup_audit_writes_its_tables_and_provenance(tmp_path):
     meta = json.loads((tmp_path / "audit.csv.meta.json").read_text())
     assert meta["command"].startswith("python -m lslib audit") and meta["wall_seconds"] == 1.5
     assert {"git_commit", "lslib_version", "device", "source_hash"} <= set(meta)
+    from lslib.audit import read_audit
+
+    table, sign_table, meta2 = read_audit(out)  # the points stay text, never a number
+    assert table["robust_points"].tolist() == ["0x10"] and meta2 == meta
+    assert sign_table["sign"].tolist() == [SIGNS[0]]
 
 
 def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, data_root):
@@ -351,7 +378,8 @@ def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, d
     kw = dict(n=40, eps=(0.2,), eps_grid=(0.1, 0.3), quick=True, seed=0,
               defences=(("natural", None, None), ("ALS", 0.4, None)),
               settings=AuditSettings(pgd_steps=5, pgd_restarts=1, square_queries=20,
-                                     autoattack_iters=5, audit_queries=20),
+                                     autoattack_iters=5, audit_queries=20,
+                                     autoattack=AUTOATTACK_CHEAP),
               cache=str(tmp_path / "cache"), data_root=str(data_root), device="cpu")
 
     def strip(rows):
@@ -365,6 +393,12 @@ def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, d
     partial = tmp_path / "partial.jsonl"
     partial.write_text(lines[0] + "\n" + '{"key": "torn')  # killed mid-append of the second
     seen: list[str] = []
+    # journal_only: the first model's rows, nothing attacked
+    rows_j, signs_j = audit_setup(**kw, journal=partial, journal_only=True, log=seen.append)
+    assert not any(m.startswith(("natural", "ALS")) for m in seen)  # nothing attacked
+    assert strip(rows_j) == strip([r for r in rows if r["model"] == "natural"])
+    assert signs_j == [s for s in signs if s["model"] == "natural"]
+    seen.clear()
     rows2, signs2 = audit_setup(**kw, journal=partial, log=seen.append)
     assert seen and all(m.startswith("ALS 0.4") for m in seen)  # only the second model ran
     assert strip(rows2) == strip(rows) and signs2 == signs
@@ -374,3 +408,116 @@ def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, d
     # other settings do not reuse the journal's entries
     rows4, _ = audit_setup(**{**kw, "n": 30}, journal=full_journal, log=seen.append)
     assert seen and {r["n"] for r in rows4 if "n" in r} == {30}
+
+
+# ------------------------------------------------------------------------------------------------
+# the standard ensemble: the same points as one direct call of pyautoattack, inside the exact box
+# ------------------------------------------------------------------------------------------------
+
+
+def _ten_class_problem(n: int = 60):
+    g = torch.Generator().manual_seed(3)
+    protos = torch.rand(10, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (400 + n,), generator=g)
+    x = (protos[y] + 0.3 * torch.randn(400 + n, 1, 8, 8, generator=g)).clamp(0, 1)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        F.cross_entropy(m(x[:400]), y[:400]).backward()
+        opt.step()
+    return m.eval(), x[400:], y[400:]
+
+
+def test_the_standard_ensemble_fools_the_points_one_direct_call_fools(capfd):
+    """autoattack_steps runs the four attacks one at a time: it must find every point that one
+    direct ``run_standard_evaluation`` call of pyautoattack fools (same seed, batches, budgets;
+    the budgets reduced here for time), and say which attack fooled which point."""
+    from pyautoattack import AutoAttack
+
+    m, x, y = _ten_class_problem()
+    eps, iters, queries = 0.15, 10, 100
+    res, steps = autoattack_steps(m, x, y, eps, n_iter=iters, square_queries=queries,
+                                  batch_size=25)
+    assert capfd.readouterr() == ("", "")
+    assert list(steps) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    with torch.random.fork_rng():
+        aa = AutoAttack(m, norm="Linf", eps=eps, seed=0, device="cpu", version="standard")
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            apgd.n_iter = apgd.n_iter_orig = iters
+            apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 2, 1, 1
+        aa.fab.n_iter, aa.square.n_queries = iters, queries
+        aa.logger.disabled = True
+        xa, _ = aa.run_standard_evaluation(x, y, batch_size=25)
+    capfd.readouterr()
+    with torch.no_grad():
+        direct = m(xa).argmax(1) != y
+        clean = m(x).argmax(1) == y
+    assert int((direct & ~res.success).sum()) == 0
+    assert 0 < int(res.success.sum()) < len(y)  # a case where the attacks have work to do
+    fooled = torch.stack(list(steps.values()))
+    assert bool((fooled.sum(0) <= 1).all())  # each point fooled first by one attack
+    assert torch.equal(fooled.any(0), res.success & clean)
+    assert float((xa - x).abs().max()) >= eps  # the package's own result may touch the edge
+
+
+@SETTINGS_AA
+@given(eps=st.floats(0.001, 0.5, allow_nan=False), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_every_adversarial_of_the_audit_lies_in_the_exact_ball_and_the_box(eps, seed, dtype):
+    """Property: AutoAttack (standard, reduced budgets), both Square attacks and every row of
+    compare_protocols hand back points with |adv - x| <= eps computed in x's dtype, in [0, 1]."""
+    from lslib.attacks import _linf_box
+    from lslib.audit import _reference_square
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5)).to(dtype)
+    x = torch.rand(12, 1, 4, 4, generator=g, dtype=torch.float64).to(dtype)
+    x[0, 0, 0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)  # pixels on the edges of [0, 1]
+    y = torch.randint(0, 5, (12,), generator=g)
+    e = float(torch.tensor(eps, dtype=dtype))
+    for res in (autoattack(m, x, y, eps, n_iter=3, square_queries=10, seed=seed),
+                square_linf(m, x, y, eps, queries=10, generator=g),
+                _reference_square(m, x, y, eps, 10, seed)):
+        adv = res.adversarial
+        assert adv.dtype == x.dtype and adv.min() >= 0 and adv.max() <= 1
+        assert bool(((adv - x).abs() <= e).all())  # as computed in x's dtype: exact
+        lo, hi = _linf_box(x, eps)
+        assert bool(((adv >= lo) & (adv <= hi)).all())
+        with torch.no_grad():
+            assert torch.equal(res.success, m(adv).argmax(1) != y)
+
+
+def test_points_encode_and_decode():
+    g = torch.Generator().manual_seed(0)
+    for n in (0, 1, 7, 500):
+        mask = torch.rand(n, generator=g) < 0.5
+        assert torch.equal(decode_points(encode_points(mask), n), mask)
+    assert encode_points(torch.tensor([True, False, False, False, True])) == "0x11"
+
+
+def test_the_checklist_from_the_rows_flags_masking_and_passes_an_honest_network(nets):
+    model, source, (x, y) = nets
+    settings = AuditSettings(pgd_steps=10, pgd_restarts=2, square_queries=100,
+                             autoattack_iters=10)
+    grid = [0.0, 0.25, 1.0]
+    rows = compare_protocols({"honest": model, "masked": _Quantised(model)}, x[:80], y[:80],
+                             eps_grid=grid, source=source, settings=settings)
+    honest = {s.name: s for s in checklist([r for r in rows if r["model"] == "honest"], 0.25)}
+    masked = {s.name: s for s in checklist([r for r in rows if r["model"] == "masked"], 0.25)}
+    assert set(honest) == set(SIGNS) == set(masked)
+    assert all(s.passed for s in honest.values()), honest
+    assert not masked["gradient_free_beats_white_box"].passed
+    assert not masked["transfer_beats_white_box"].passed
+    assert not masked["no_zero_at_large_eps"].passed
+    # the numbers are those of the rows
+    at = {(r["model"], r["attack"], r["eps"]): r["accuracy"] for r in rows}
+    gap = at[("masked", "PGD, many steps + restarts", 0.25)] - at[
+        ("masked", "transfer from natural", 0.25)]
+    assert masked["transfer_beats_white_box"].values["difference"] == pytest.approx(gap)
+    with pytest.raises(ValueError, match="one model"):
+        checklist(rows, 0.25)
+    with pytest.raises(ValueError, match="no 'PGD"):
+        checklist([r for r in rows if r["model"] == "honest"], 0.3)

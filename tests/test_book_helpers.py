@@ -121,11 +121,31 @@ def test_sweep_provenance_labels_a_quick_sweep_reduced(tmp_path):
 
 
 def test_audit_provenance():
-    meta = json.loads((RESULTS / "mnist-audit.csv.meta.json").read_text())
+    meta = json.loads((RESULTS / "mnist-linear-audit.csv.meta.json").read_text())
     fields = book.audit_provenance(meta)
-    assert fields["commit"] == meta["git_commit"][:7]
+    assert fields["commit"].startswith(meta["git_commit"][:7])
     assert f"{meta['options']['n']:,}" in fields["data"]
     assert fields["size"] == ("reduced (quick mode)" if meta["options"]["quick"] else "full")
+    # two set-ups, one of them partial: both named, the missing models listed
+    part = json.loads(json.dumps(meta))
+    part["options"].update(setup="mnist-lenet", partial={
+        "models_done": ["natural"], "models_missing": ["ALS 0.4", "PGD-AT"],
+        "attack_seconds": 600.0})
+    both = book.audit_provenance(meta, part)
+    assert "MNIST Linear" in both["data"] and "MNIST LeNet" in both["data"]
+    assert "PARTIAL: 1 of 3 models (missing: ALS 0.4, PGD-AT)" in both["data"]
+    assert "10 min of attacks" in both["wall time"]
+    with pytest.raises(ValueError):
+        book.audit_provenance()
+
+
+def test_interval_table_gives_each_accuracy_its_wilson_interval():
+    rows = pd.DataFrame([{"model": "a", "attack": "PGD", "eps": 0.1, "accuracy": 0.5, "n": 100},
+                         {"model": "b", "attack": "PGD", "eps": 0.1, "accuracy": 0.0, "n": 500}])
+    got = book.interval_table(rows, ["a", "b"], ["PGD", "AutoAttack"], 0.1)
+    assert got.loc["a", "PGD"] == "0.500 [0.404, 0.596]"
+    assert got.loc["b", "PGD"] == "0.000 [0.000, 0.008]"
+    assert got.loc["a", "AutoAttack"] == "not run"
 
 
 def test_survey_provenance_reads_the_attack_survey_meta():

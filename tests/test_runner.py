@@ -242,7 +242,8 @@ def test_the_audit_on_ray_gives_the_embedded_rows(tmp_path, data_root, ray_addre
     kw = dict(n=24, eps=(0.2,), eps_grid=(0.1,), quick=True, seed=0,
               defences=(("natural", None, None), ("ALS", 0.4, None)),
               settings=AuditSettings(pgd_steps=3, pgd_restarts=1, square_queries=10,
-                                     autoattack_iters=3, audit_queries=10),
+                                     autoattack_iters=3, audit_queries=10,
+                                     autoattack="apgd-ce+apgd-t"),
               cache=str(tmp_path / "cache"), data_root=str(data_root))
 
     def strip(rows):
