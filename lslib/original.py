@@ -58,9 +58,12 @@ plain SGD from a random initialisation leaves the MLP's validation loss near cha
 authors' own checkpoint of the MNIST Linear PGD-AT model (``model_dict/MNIST_Linear.pt`` at
 dc3c764, loaded with ``weights_only=True``) records 0.6171 after its first (natural) epoch and
 validation accuracy 0.979. The runs must have passed another ``--learning_rate`` on the command
-line, which the repository does not record. :attr:`OriginalConfig.lr` is therefore a field of
+line, which the repository does not record. One epoch of this training at other rates
+(``bench/original_lr_probe.py``, output in ``results/bench/original-lr-probe.txt``) gives
+1.1113 at 0.01 and 0.5505 at 0.02, against 1.14 (their f0dae34 checkpoint) and 0.6171 (dc3c764):
+their PGD-AT MLPs were trained at about 0.01 and 0.02. :attr:`OriginalConfig.lr` is a field of
 the config (part of the cache key), so that a run can use another value; the default stays the
-documented 1e-4 until the right one is known.
+documented 1e-4 until the rate of the label-smoothing models is known.
 
 What cannot be known: the pretrained LeNet checkpoint (``lenet_mnist_model.pth``, the PyTorch
 adversarial-example tutorial's, trained elsewhere with another recipe); the seeds (none was set).
