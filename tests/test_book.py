@@ -436,6 +436,12 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
     ``lslib-demo`` admonition, or displays it (a visible output without ``demo_box``).
     """
     inside, outside = demo_glue_keys([s for t, s, _ in cells if t == "markdown"])
+    modules = set()  # torch.allclose(x, y) reads x and y but changes no module
+    for kind, source, _ in cells:
+        tree = _code(source) if kind == "code" else None
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules |= {(a.asname or a.name).split(".")[0] for a in node.names}
     tainted = {"QUICK"}
     leaks = []
     for n, (kind, source, tags) in enumerate(cells):
@@ -450,7 +456,7 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
             if _reads(stmt) & tainted:
                 hit = True
                 if not committed:
-                    tainted |= _writes(stmt)
+                    tainted |= _writes(stmt) - modules
                 for key in _glue_keys(stmt):
                     shown = sorted(k for k in outside if re.fullmatch(key, k))
                     if shown:
@@ -526,6 +532,11 @@ def test_the_reduced_number_guard_sees_leaks_and_spares_demo_boxes():
     committed = ("code", "found = find_results('x.csv')\nacc = read(found) if found else "
                  "run(10 if QUICK else 100)", ())
     assert reduced_leaks([_SETUP, committed, _GLUE, shown]) == []
+    # a module's function called with a tainted argument taints the result, not the module
+    via_module = [("code", "import numpy as np", ()), _SETUP,
+                  ("code", "small = np.ones(3 if QUICK else 9)\nacc = float(np.mean([1.0]))", ()),
+                  _GLUE, shown]
+    assert reduced_leaks(via_module) == []
     # taint flows through later cells, mutations and function definitions
     flow = [_SETUP, ("code", "rows = []\nrows.append(run(10 if QUICK else 100));", ()),
             ("code", "def best():\n    return max(rows)\nacc = best()", ()), _GLUE, shown]
