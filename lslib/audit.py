@@ -152,7 +152,7 @@ def square_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, queries: 
         xc = x.detach().to(device)
         yc = y.to(device)
         n, c, h, w = xc.shape
-        from lslib.attacks import _linf_box
+        from lslib._attack_base import linf_box as _linf_box
 
         lo, hi = _linf_box(xc, eps)  # exact: (xc - eps) can round one ulp outside the ball
 
@@ -341,7 +341,7 @@ def autoattack_steps(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
         square_queries = check_int_at_least("square_queries", square_queries, 1)
     batch_size = check_int_at_least("batch_size", batch_size, 1)
     AutoAttack = _import_autoattack()
-    from lslib.attacks import _linf_box
+    from lslib._attack_base import linf_box as _linf_box
 
     dev = torch.device(device) if device is not None else _device(model)
     dtype = next(iter(model.parameters()), x).dtype
@@ -692,7 +692,7 @@ def _reference_square(model: nn.Module, x: Tensor, y: Tensor, eps: float, querie
             sq = SquareAttack(_Float32Logits(model, dtype).eval(), norm="Linf", n_queries=queries,
                               eps=eps, p_init=0.8, seed=seed, device=dev, verbose=False)
             adv = sq.perturb(xc.float(), yc).to(xc.dtype)
-        from lslib.attacks import _linf_box
+        from lslib._attack_base import linf_box as _linf_box
 
         lo, hi = _linf_box(xc, eps)
         adv = torch.clamp(adv, lo, hi)
