@@ -7,7 +7,11 @@ with their provenance in a JSON file (the GPU notices of the chapters glue them 
 Each chapter runs as ``jupyter nbconvert --execute`` would (nbclient, the chapter's folder as
 working directory), with ``LSLIB_QUICK`` set by ``--mode``, in its own process group, killed after
 ``--budget`` seconds: a chapter that does not finish is recorded as such, with its budget.
-Each chapter's entry is written as soon as it ends, so an interrupted run keeps what it measured.
+Besides the wall time, the CPU time of the chapter's processes (the kernel and its client, read
+from /proc every few seconds) is recorded: on a machine shared with other jobs the wall time
+mostly measures waiting, while the CPU time is what the chapter needs from one core of this CPU.
+``--jobs`` runs several chapters at once. Each chapter's entry is written as soon as it ends, so
+an interrupted run keeps what it measured.
 ``--cache`` (default: a fresh temporary folder) is the model cache the chapters see: empty, as on
 a fresh Colab runtime, so the times include training.
 """
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +76,30 @@ def git_state() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(root: int, seen: dict[int, float]) -> list[int]:
+    """Update ``seen`` (pid -> CPU seconds, user + system) for ``root`` and its live descendants
+    (the kernel runs in a session of its own); return their pids."""
+    procs = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # after the command's ")": state, ppid, ..., utime and stime (fields 14 and 15)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            procs[int(stat.parent.name)] = (int(fields[1]),
+                                            (int(fields[11]) + int(fields[12])) / _TICK)
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in procs:
+            tree.append(pid)
+            seen[pid] = procs[pid][1]
+            frontier += [child for child, (ppid, _) in procs.items() if ppid == pid]
+    return tree
+
+
 def run_chapter(name: str, *, mode: str, budget: float, cell_timeout: int, env: dict) -> dict:
     nb = ROOT / "book" / f"{name}.ipynb"
     if not nb.is_file():
@@ -81,15 +110,31 @@ def run_chapter(name: str, *, mode: str, budget: float, cell_timeout: int, env: 
     proc = subprocess.Popen([sys.executable, "-c", _RUN_ONE, str(nb), str(cell_timeout),
                              str(nb.parent)], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=budget)
-        status = "ok" if proc.returncode == 0 else "error"
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the kernel too: it is in the same group
-        out, _ = proc.communicate()
-        status = "did not finish"
+    cpu: dict[int, float] = {}
+    chunks: list[str] = []
+    reader = ThreadPoolExecutor(1)
+    pending = reader.submit(lambda: chunks.append(proc.stdout.read()))
+    status = None
+    while status is None:
+        _tree_cpu(proc.pid, cpu)
+        try:
+            proc.wait(timeout=2)
+            status = "ok" if proc.returncode == 0 else "error"
+        except subprocess.TimeoutExpired:
+            if time.perf_counter() - t0 > budget:
+                for pid in _tree_cpu(proc.pid, cpu):  # the client and its kernel
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                proc.wait()
+                status = "did not finish"
     wall = time.perf_counter() - t0
+    pending.result(timeout=60)
+    reader.shutdown()
+    out = "".join(chunks)
     entry = {"chapter": name, "mode": mode, "status": status, "wall_seconds": round(wall, 1),
+             "cpu_seconds": round(sum(cpu.values()), 1),
              "budget_seconds": budget, "started_utc": start.isoformat(timespec="seconds"),
              "load_average_before": [round(x, 2) for x in load_before],
              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
@@ -111,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="OMP/MKL threads of the kernels (default: torch's own choice)")
     p.add_argument("--cache", type=Path, default=None,
                    help="model cache for the chapters (default: a fresh, empty folder)")
+    p.add_argument("--jobs", type=int, default=1, help="chapters run at the same time")
     p.add_argument("--note", default="", help="a word on the machine's state, kept in the file")
     p.add_argument("--commit", default=None,
                    help="the commit of this tree when it is an export without .git "
@@ -134,19 +180,24 @@ def main(argv: list[str] | None = None) -> int:
                                                             "dirty": False, "export": True}),
                "machine": machine(), "threads": args.threads or "default",
                "niceness": os.nice(0), "model_cache": "empty at start" if tmp else str(args.cache),
-               "note": args.note, "chapters": []}
+               "jobs": args.jobs, "note": args.note, "chapters": []}
     record["runs"].append(session)
+    pool = ThreadPoolExecutor(args.jobs)
     try:
-        for name in args.chapters:
-            entry = run_chapter(name, mode=args.mode, budget=args.budget,
-                                cell_timeout=args.cell_timeout, env=env)
+        futures = [pool.submit(run_chapter, name, mode=args.mode, budget=args.budget,
+                               cell_timeout=args.cell_timeout, env=env)
+                   for name in args.chapters]
+        for future in as_completed(futures):
+            entry = future.result()
             session["chapters"].append(entry)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             tmp_out = args.out.with_name(f".{args.out.name}.tmp")
             tmp_out.write_text(json.dumps(record, indent=2) + "\n")
             os.replace(tmp_out, args.out)
-            print(f"{name}: {entry['status']} in {entry['wall_seconds']:.0f} s", flush=True)
+            print(f"{entry['chapter']}: {entry['status']} in {entry['wall_seconds']:.0f} s "
+                  f"({entry['cpu_seconds']:.0f} CPU-s)", flush=True)
     finally:
+        pool.shutdown(wait=True)
         if tmp is not None:
             tmp.cleanup()
     return 0
