@@ -139,7 +139,8 @@ def test_the_build_writes_mode_run_time_and_machine_per_chapter(tmp_path):
     (tmp_path / "silent_chapter.md").write_text(
         header + "# Another\n\n```{code-cell} ipython3\nx = 1\n```\n")
     jb = str(Path(sys.executable).parent / "jupyter-book")
-    build = subprocess.run([jb, "build", str(tmp_path), "--path-output", str(tmp_path)],
+    build = subprocess.run([jb, "build", str(tmp_path), "--path-output", str(tmp_path), "-W", "-n",
+                            "--keep-going"],
                            capture_output=True, text=True, timeout=900,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
