@@ -242,8 +242,9 @@ def gpu_notice(chapter: str, times: str | Path | None = None):
         where = (f"one thread of this project's CPU ({html.escape(str(m['cpu']))}, "
                  f"{m['cores']} cores, no GPU)" if not m.get("gpu")
                  else f"{html.escape(str(m['gpu']))}")
-        when = (f"{entry['started_utc'][:10]}, commit {str(run['commit'])[:7]}, "
-                f"<code>{html.escape(run['command'])}</code>")
+        when = (f"measured on {entry['started_utc'][:10]} at commit {str(run['commit'])[:7]} "
+                f"by <code>book/_tools/time_chapters.py</code>, recorded in "
+                f"<code>{CHAPTER_TIMES}</code>")
         if entry["status"] == "ok":
             body += (f"<p>Run in full (<code>LSLIB_QUICK=0</code>, as a reader runs it) on "
                      f"{where}, it needed <strong>{_min(entry['cpu_seconds'])} minutes of CPU "
