@@ -20,7 +20,7 @@ export LSLIB_DATA := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: help install test lint pytest notebooks sync book browser-check chromium bench clean
+.PHONY: help install test lint pytest notebooks sync book browser-check chromium bench lab clean
 
 help:
 	@echo "make book   - build the HTML book into _build/html (CPU, quick mode)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make sync   - regenerate each chapter's .ipynb from its MyST .md (jupytext)"
 	@echo "make browser-check - open every page of the built book in headless Chromium"
+	@echo "make lab    - open the chapters in JupyterLab (quick mode; LSLIB_QUICK=0 for the full one)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +43,10 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# ruff on the code; actionlint on the GitHub workflows (.github/workflows/*.yml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lslib tests bench book
+	$(VENV)/bin/actionlint
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest tests
@@ -79,6 +82,17 @@ browser-check: $(STAMP) chromium
 
 bench: $(STAMP)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# JupyterLab on the chapters, from the repository root (the chapters read results/), opened on the
+# book/ folder; each chapter is book/NAME.ipynb (jupytext also opens the paired .md as a notebook).
+# Its kernels get this Makefile's LSLIB_QUICK (1, quick mode): `make lab LSLIB_QUICK=0` runs the
+# chapters in full, as a reader on Colab does.
+# Extra options go in LAB_FLAGS, e.g. make lab LAB_FLAGS="--no-browser --port 8899".
+# (Jupyter refuses to run as root without --allow-root: containers and these machines run as root.)
+LAB_OPTS := --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/book
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(LAB_OPTS) $(LAB_ROOT) $(LAB_FLAGS)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -21,12 +21,15 @@ __all__ = [
     "accuracy_chart",
     "audit_provenance",
     "demo_box",
+    "gpu_notice",
     "interval_table",
     "legend_below",
     "legend_overlaps",
     "live_provenance",
+    "machine_summary",
     "provenance_box",
     "repository_commit",
+    "run_facts",
     "survey_provenance",
     "sweep_provenance",
 ]
@@ -250,6 +253,104 @@ def demo_box(*objects: Any, what: str):
         else:
             parts.append(f"<pre>{html.escape(str(obj))}</pre>")
     return HTML(_box_html("caution lslib-demo", "Live demo at reduced size", "".join(parts)))
+
+
+# ------------------------------------------------------------------------------------------------
+# running the chapters: the GPU notice, and what the "Execution statistics" page shows
+# ------------------------------------------------------------------------------------------------
+# where the committed full-mode run times of the chapters are (book/_tools/time_chapters.py)
+CHAPTER_TIMES = "results/timing/chapters-full-cpu.json"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_summary() -> str:
+    """This machine in a few words: ``AMD EPYC, 2 cores, no GPU`` or ``..., GPU NVIDIA H200``."""
+    import os
+
+    import torch
+
+    gpu = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
+    return f"{_cpu_model()}, {os.cpu_count()} cores, {gpu}"
+
+
+def run_facts(quick: bool) -> str:
+    """What a chapter glues as ``lslib_run`` when it runs: its mode (quick or full) and the
+    machine, as JSON. The book's "Execution statistics" page reads it from every chapter's
+    executed outputs (so a chapter's row describes the run that produced its page, cached or not).
+    """
+    return json.dumps({"mode": "quick" if quick else "full", "machine": machine_summary()})
+
+
+def _latest_times(record: Mapping[str, Any], chapter: str) -> tuple[dict, dict] | None:
+    """The newest full-mode entry for ``chapter`` in a time_chapters.py record, with its run."""
+    found = None
+    for run in record.get("runs", []):
+        for entry in run.get("chapters", []):
+            if entry.get("chapter") == chapter and entry.get("mode") == "full":
+                if found is None or entry["started_utc"] >= found[0]["started_utc"]:
+                    found = (entry, run)
+    return found
+
+
+def _min(seconds: float) -> str:
+    return f"{seconds / 60:.0f}" if seconds >= 90 else f"{seconds / 60:.1f}"
+
+
+def gpu_notice(chapter: str, times: str | Path | None = None):
+    """The admonition at the top of a chapter that wants a GPU (the QuantEcon lectures' "GPU"
+    box): how to get one on Colab, and the chapter's full-mode run time on this project's CPU,
+    read from the committed measurements (``results/timing/chapters-full-cpu.json``, written by
+    ``book/_tools/time_chapters.py``). ``times`` is that file; when it is missing (a chapter
+    opened alone on Colab) the notice says so instead of giving a time."""
+    from IPython.display import HTML
+
+    body = ("<p>This chapter trains and attacks neural networks, which is much faster on a GPU. "
+            "On Colab choose <em>Runtime &gt; Change runtime type &gt; GPU</em> before running "
+            "it; lslib uses the GPU whenever torch finds one, and the chapter still runs "
+            "without one, more slowly.</p>")
+    path = Path(times) if times is not None else None
+    found = (_latest_times(json.loads(path.read_text()), chapter)
+             if path is not None and path.is_file() else None)
+    if path is None or not path.is_file():
+        body += (f"<p>Its run time in full mode on this project's CPU is in the repository's "
+                 f"<code>{CHAPTER_TIMES}</code>.</p>")
+    elif found is None:
+        body += ("<p>Its run time in full mode has not been measured on this project's "
+                 "machines.</p>")
+    else:
+        entry, run = found
+        m = run["machine"]
+        where = (f"one thread of this project's CPU ({html.escape(str(m['cpu']))}, "
+                 f"{m['cores']} cores, no GPU)" if not m.get("gpu")
+                 else f"{html.escape(str(m['gpu']))}")
+        when = (f"measured on {entry['started_utc'][:10]} at commit {str(run['commit'])[:7]} "
+                f"by <code>book/_tools/time_chapters.py</code>, recorded in "
+                f"<code>{CHAPTER_TIMES}</code>")
+        if entry["status"] == "ok":
+            body += (f"<p>Run in full (<code>LSLIB_QUICK=0</code>, as a reader runs it) on "
+                     f"{where}, it needed <strong>{_min(entry['cpu_seconds'])} minutes of CPU "
+                     f"time</strong>: {_min(entry['wall_seconds'])} minutes of wall-clock time "
+                     f"on a machine shared with other jobs ({when}).</p>")
+        else:
+            body += (f"<p>Run in full (<code>LSLIB_QUICK=0</code>) on {where}, it had "
+                     f"<strong>not finished after {_min(entry['cpu_seconds'])} minutes of CPU "
+                     f"time</strong> ({_min(entry['wall_seconds'])} minutes of wall-clock time "
+                     f"on a machine shared with other jobs), when the measurement stopped it "
+                     f"({when}).</p>")
+    body += ("<p>The book itself is built in quick mode on a CPU: its page "
+             "<em>Execution statistics</em> gives each chapter's mode and run time.</p>")
+    return HTML(_box_html("warning lslib-gpu", "GPU", body))
 
 
 # ------------------------------------------------------------------------------------------------
