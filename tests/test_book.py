@@ -336,3 +336,82 @@ def test_experiment_chapters_open_with_a_provenance_box(name: str):
     assert "```{glue:} provenance" in opening or "provenance_box(" in opening, (
         f"{name}.md: no provenance box before its first section")
     assert "provenance_box(" in text, f"{name}.md never builds its provenance box"
+
+
+# ------------------------------------------------------------------------------------------------
+# exercises (sphinx-exercise): at the end of every chapter, solutions in dropdowns, every solution
+# cell executed by the build and by nbmake (so no solution rots)
+# ------------------------------------------------------------------------------------------------
+MIN_EXERCISES = 3
+_EXERCISE = re.compile(r"^```\{exercise\}[^\n]*\n:label:\s*(\S+)", re.M)
+_SOLUTION = re.compile(r"^```\{(solution|solution-start)\}\s*(\S+)\n((?::\w+:[^\n]*\n)*)", re.M)
+
+
+def _exercise_cells(md: Path):
+    """(exercise labels, [(target, options, kind)], code cells inside gated solutions)."""
+    exercises, solutions, solution_code = [], [], []
+    inside = False
+    for cell in jupytext.read(md).cells:
+        if cell.cell_type == "markdown":
+            exercises += _EXERCISE.findall(cell.source)
+            events = [(m.start(), m.groups()) for m in _SOLUTION.finditer(cell.source)]
+            events += [(m.start(), None) for m in re.finditer(r"^```\{solution-end\}",
+                                                             cell.source, re.M)]
+            for _, groups in sorted(events, key=lambda e: e[0]):
+                if groups is None:
+                    assert inside, f"{md.name}: a solution-end without its solution-start"
+                    inside = False
+                    continue
+                kind, target, options = groups
+                assert not inside, f"{md.name}: a solution starts inside another"
+                solutions.append((target, options, kind))
+                inside = kind == "solution-start"
+        elif inside:
+            solution_code.append(cell)
+    assert not inside, f"{md.name}: a solution-start without its solution-end"
+    return exercises, solutions, solution_code
+
+
+@pytest.mark.parametrize("md", PAIRED_MD, ids=_ids(PAIRED_MD))
+def test_every_chapter_ends_with_exercises_and_dropdown_solutions(md: Path):
+    text = md.read_text()
+    headings = re.findall(r"^## (.+)$", re.sub(r"^```.*?^```\s*$", "", text, flags=re.S | re.M),
+                          re.M)
+    assert headings and headings[-1].strip() == "Exercises", (
+        f"{md.name}: the last section must be 'Exercises' (found {headings[-1:]})")
+    exercises, solutions, code = _exercise_cells(md)
+    assert len(exercises) >= MIN_EXERCISES, f"{md.name}: {len(exercises)} exercises"
+    assert len(set(exercises)) == len(exercises)
+    targets = [t for t, _, _ in solutions]
+    assert sorted(targets) == sorted(exercises), (
+        f"{md.name}: every exercise needs exactly one solution ({exercises} vs {targets})")
+    for target, options, _ in solutions:
+        assert ":class: dropdown" in options, f"{md.name}: solution of {target}: not a dropdown"
+    assert code, f"{md.name}: no solution runs code"
+    for cell in code:
+        tags = cell.metadata.get("tags", [])
+        assert "skip-execution" not in tags and "raises-exception" not in tags, (
+            f"{md.name}: a solution cell is not executed as it stands: {cell.source[:60]!r}")
+
+
+def test_the_exercise_finder_sees_gated_and_plain_solutions(tmp_path: Path):
+    md = tmp_path / "x.md"
+    md.write_text("---\njupytext:\n  text_representation:\n    extension: .md\n"
+                  "    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
+                  "  language: python\n  name: python3\n---\n# T\n\n"
+                  "```{exercise}\n:label: a\n\nDo it.\n```\n\n"
+                  "```{solution-start} a\n:label: sa\n:class: dropdown\n```\n\n"
+                  "```{code-cell} ipython3\nx = 1\n```\n\n```{solution-end}\n```\n\n"
+                  "```{exercise}\n:label: b\n\nAgain.\n```\n\n"
+                  "```{solution} b\n:class: dropdown\n\nTwo.\n```\n")
+    exercises, solutions, code = _exercise_cells(md)
+    assert exercises == ["a", "b"]
+    assert [(t, k) for t, _, k in solutions] == [("a", "solution-start"), ("b", "solution")]
+    assert [c.source for c in code] == ["x = 1"]
+
+
+def test_the_graded_exercise_page_hands_out_an_empty_attack_and_grades_it():
+    text = (BOOK / "break_defence.md").read_text()
+    assert "def my_attack(" in text and "return x.clone()" in text
+    assert "grade(ch, my_attack(" in text
+    assert "book/break_defence" in _toc_files()
