@@ -189,7 +189,8 @@ class GradeReport:
     def __str__(self) -> str:
         mark = {True: "PASS", False: "FAIL", None: "----"}
         ch = self.challenge
-        lines = [f"break this defence: ALS alpha={ch.alpha:g} MLP on MNIST, seed {ch.seed}"
+        lines = [f"break this defence: {ch.method} smoothing alpha={ch.alpha:g}, MLP on MNIST, "
+                 f"seed {ch.seed}"
                  f"{' (quick size)' if ch.quick else ''}; eps={ch.eps:g}, target accuracy "
                  f"<= {ch.target_accuracy:g} on {ch.n} test images"]
         lines += [f"  [{mark[c.passed]}] {c.name}: {c.detail}" for c in self.checks]
