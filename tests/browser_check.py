@@ -419,11 +419,17 @@ def check_exercises(page, report: PageReport, rel: str, shots: Path, required: b
                         "code cells stay hidden after the click")
         else:
             opened += 1
-    if exercises:
-        section = page.locator("section:has(> div.exercise.admonition)").first
+    if exercises:  # the section as a reader scrolls through it (no sticky header drawn over it)
+        page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
+        page.wait_for_timeout(300)
+        box = page.evaluate("""() => {
+          const r = document.querySelector('div.exercise.admonition').closest('section')
+                            .getBoundingClientRect();
+          return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height};
+        }""")
         shots.mkdir(parents=True, exist_ok=True)
-        section.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")]
-                                             + "__exercises.png")))
+        page.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")]
+                                          + "__exercises.png")), full_page=True, clip=box)
     return f"{len(exercises)} exercises, {opened}/{len(solutions)} solutions open on a click"
 
 
