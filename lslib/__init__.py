@@ -8,6 +8,8 @@ Modules (one idea each):
 - :mod:`lslib.gaussian`    the fading-Gaussian analysis of Section 3.1 (eqs. 8-11, Lemma 1)
 - :mod:`lslib.models`, :mod:`lslib.data`, :mod:`lslib.train`, :mod:`lslib.experiments`
                            the reproduction of Section 4 (Tables 2-6)
+- :mod:`lslib.grade`       the graded exercise "break this defence" (a defence built from a seed,
+                           and an honest grader)
 - :mod:`lslib.allocator`   keep freed CPU memory in the process (opt-in; the command line uses it)
 """
 

@@ -26,6 +26,10 @@ internet. The built HTML is served from 127.0.0.1. For every page it checks:
   legend drawn over plotted marks (Altair charts, whose marks the browser can see; matplotlib
   legends are checked when the figure is drawn, by ``lslib.book``); every figure (an image or a
   chart in a cell's output) sits in a numbered figure with a caption;
+- exercises (sphinx-exercise): every solution is a dropdown, closed when the page opens; a click
+  on its title opens it and shows the solution, code cells included; each exercise has a solution
+  and each page named by ``--exercise-pages`` has at least ``MIN_EXERCISES`` exercises (a
+  screenshot of the exercises with their solutions open goes to ``PAGE__exercises.png``);
 - the pages named by ``--experiment-pages`` open with a provenance box (``.lslib-provenance``,
   before the first section) that gives the data size, epochs, device, wall time and commit of the
   run whose numbers the page shows; when that run is a reduced one (the box is a demo box), no
@@ -67,6 +71,10 @@ CHROMIUM_FLAGS = [
 AUXILIARY_PAGES = {"genindex.html", "search.html", "index.html"}
 SKIP_DIRS = {"_static", "_sources", "_images", "reports", "_sphinx_design_static"}
 PAGE_TIMEOUT_MS = 60_000
+MIN_EXERCISES = 3  # per page named by --exercise-pages
+EXERCISE_PAGES = ["book/framework", "book/als_game", "book/fading_gaussian", "book/attacks",
+                  "book/logit_squeezing", "book/tables", "book/robustness", "book/errata",
+                  "book/break_defence"]
 WATCHDOG_S = 900  # the whole check; past it the process exits non-zero with a traceback
 
 
@@ -341,6 +349,28 @@ JS_MOVE = """
 }
 """
 
+JS_EXERCISES = """
+() => {
+  const shown = (el) => {
+    const s = getComputedStyle(el), r = el.getBoundingClientRect();
+    return s.visibility === 'visible' && s.display !== 'none' && parseFloat(s.opacity) > 0.9 &&
+           r.height > 0;
+  };
+  return {
+    exercises: Array.from(document.querySelectorAll('div.exercise.admonition')).map(e => e.id),
+    solutions: Array.from(document.querySelectorAll('div.solution.admonition')).map(s => {
+      const body = Array.from(s.children).filter(c => !c.classList.contains('admonition-title'));
+      const link = s.querySelector('.admonition-title a[href]');
+      const code = Array.from(s.querySelectorAll('.cell_input'));
+      return {id: s.id,
+              dropdown: s.classList.contains('dropdown') && s.classList.contains('toggle'),
+              target: link ? link.getAttribute('href').split('#').pop() : null,
+              shown: body.length > 0 && body.every(shown),
+              text: body.map(b => b.innerText).join(' ').trim().length,
+              code: code.length, codeShown: code.filter(shown).length};
+    })};
+}
+"""
 
 # ------------------------------------------------------------------------------------------------
 # the checks
@@ -367,9 +397,54 @@ def check_links(report: PageReport, links: list[dict], base: str, html: Path) ->
     return checked
 
 
+def check_exercises(page, report: PageReport, rel: str, shots: Path, required: bool) -> str:
+    """Open every solution dropdown with a click on its title; check that it was closed and that
+    the solution (text and code) shows once open. Returns a note for the page's line."""
+    before = page.evaluate(JS_EXERCISES)
+    exercises, solutions = before["exercises"], before["solutions"]
+    if required and len(exercises) < MIN_EXERCISES:
+        report.fail(f"{len(exercises)} exercises on an exercise page, at least {MIN_EXERCISES} "
+                    "wanted")
+    solved = {s["target"] for s in solutions}
+    for ex in exercises:
+        if ex not in solved:
+            report.fail(f"exercise #{ex} has no solution")
+    opened = 0
+    for sol in solutions:
+        name = f"solution #{sol['id']}"
+        if not sol["dropdown"]:
+            report.fail(f"{name} is not a dropdown (:class: dropdown)")
+            continue
+        if sol["shown"]:
+            report.fail(f"{name} is open before a click: the reader sees the answer")
+        page.locator(f'[id="{sol["id"]}"] > .admonition-title').click()
+        page.wait_for_timeout(500)  # the dropdown's transition
+        after = next(s for s in page.evaluate(JS_EXERCISES)["solutions"] if s["id"] == sol["id"])
+        if not after["shown"] or after["text"] == 0:
+            report.fail(f"{name} does not show its solution after a click on its title")
+        elif after["codeShown"] != after["code"]:
+            report.fail(f"{name}: {after['code'] - after['codeShown']} of its {after['code']} "
+                        "code cells stay hidden after the click")
+        else:
+            opened += 1
+    if exercises:  # the section as a reader scrolls through it (no sticky header drawn over it)
+        page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
+        page.wait_for_timeout(300)
+        box = page.evaluate("""() => {
+          const r = document.querySelector('div.exercise.admonition').closest('section')
+                            .getBoundingClientRect();
+          return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height};
+        }""")
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / (rel.replace("/", "__")[: -len(".html")]
+                                          + "__exercises.png")), full_page=True, clip=box)
+    return f"{len(exercises)} exercises, {opened}/{len(solutions)} solutions open on a click"
+
+
 def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[str],
                colab_prefix: str, path_to_book: str, shots: Path, slider_required: bool,
-               network: list[str], experiment: bool = False) -> PageReport:
+               network: list[str], experiment: bool = False,
+               exercise_page: bool = False) -> PageReport:
     report = PageReport(rel)
     js_errors: list[str] = []
     page.on("pageerror", lambda exc: js_errors.append(f"JavaScript error: {exc}"))
@@ -473,11 +548,14 @@ def check_page(page, url: str, rel: str, html: Path, base: str, toc_pages: set[s
     if slider_required and not any(c["kind"] == "input" for c in controls):
         report.fail("this page must have a working slider and has none")
 
+    exercise_note = check_exercises(page, report, rel, shots, exercise_page)
+
     report.problems[:0] = js_errors
     for url_ in network:
         report.fail(url_)
     report.notes.append(f"{info['mathCount']} maths, {n_links} internal links, "
-                        f"{info['charts']} charts, {moved}/{len(controls)} controls change it")
+                        f"{info['charts']} charts, {moved}/{len(controls)} controls change it, "
+                        + exercise_note)
     return report
 
 
@@ -495,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                     default=["book/attacks", "book/logit_squeezing", "book/tables",
                              "book/robustness"],
                     help="docnames that must open with a provenance box")
+    ap.add_argument("--exercise-pages", nargs="*", default=EXERCISE_PAGES,
+                    help=f"docnames that must have at least {MIN_EXERCISES} exercises")
     ap.add_argument("--chromium", default=CHROMIUM)
     args = ap.parse_args(argv)
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
@@ -522,9 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     for page_html in pages:
         if page_html not in toc_pages and page_html not in AUXILIARY_PAGES:
             general.fail(f"{page_html} was built but is not in _toc.yml (not in the navigation)")
-    for docname in [*args.slider_pages, *args.experiment_pages]:
+    for docname in [*args.slider_pages, *args.experiment_pages, *args.exercise_pages]:
         if f"{docname}.html" not in toc_pages:
-            general.fail(f"--slider-pages/--experiment-pages name {docname}, not in _toc.yml")
+            general.fail(f"--slider-pages/--experiment-pages/--exercise-pages name {docname}, "
+                         "not in _toc.yml")
 
     server, base = serve(html)
     start = time.monotonic()
@@ -565,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                     report = check_page(
                         page, f"{base}/{rel}", rel, html, base, toc_pages, colab_prefix,
                         path_to_book, args.screenshots, rel[:-5] in args.slider_pages, network,
-                        experiment=rel[:-5] in args.experiment_pages)
+                        experiment=rel[:-5] in args.experiment_pages,
+                        exercise_page=rel[:-5] in args.exercise_pages)
                 except Exception as exc:  # a page that cannot even be checked fails
                     report = PageReport(rel, [f"could not check the page: {exc!r}"])
                 finally:

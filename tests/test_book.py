@@ -444,7 +444,12 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
                 modules |= {(a.asname or a.name).split(".")[0] for a in node.names}
     tainted = {"QUICK"}
     leaks = []
+    in_solution = False  # an exercise's solution computes at the sizes it states, in a dropdown
     for n, (kind, source, tags) in enumerate(cells):
+        if kind == "markdown":
+            marks = re.findall(r"\{solution-(start|end)\}", source)
+            in_solution = marks[-1] == "start" if marks else in_solution
+            continue
         if kind != "code" or re.search(r"^QUICK\s*=", source, re.M):
             continue
         tree = _code(source)
@@ -457,12 +462,12 @@ def reduced_leaks(cells: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
                 hit = True
                 if not committed:
                     tainted |= _writes(stmt) - modules
-                for key in _glue_keys(stmt):
+                for key in [] if in_solution else _glue_keys(stmt):
                     shown = sorted(k for k in outside if re.fullmatch(key, k))
                     if shown:
                         leaks.append(f"cell {n}: glues {', '.join(shown)} (depends on QUICK) "
                                      "outside a demo box")
-        if not hit or committed or "demo_box(" in source:
+        if not hit or committed or in_solution or "demo_box(" in source:
             continue
         if {"remove-cell", "remove-output", "skip-execution"} & set(tags):
             continue
@@ -537,6 +542,11 @@ def test_the_reduced_number_guard_sees_leaks_and_spares_demo_boxes():
                   ("code", "small = np.ones(3 if QUICK else 9)\nacc = float(np.mean([1.0]))", ()),
                   _GLUE, shown]
     assert reduced_leaks(via_module) == []
+    # an exercise's solution (a dropdown) may compute at its own size; the body may not
+    solution = [_SETUP, ("markdown", "```{solution-start} ex\n```", ()), _RUN,
+                ("code", "acc", ()), ("markdown", "```{solution-end}\n```", ())]
+    assert reduced_leaks(solution) == []
+    assert reduced_leaks([*solution, ("code", "acc", ())])
     # taint flows through later cells, mutations and function definitions
     flow = [_SETUP, ("code", "rows = []\nrows.append(run(10 if QUICK else 100));", ()),
             ("code", "def best():\n    return max(rows)\nacc = best()", ()), _GLUE, shown]
@@ -544,3 +554,81 @@ def test_the_reduced_number_guard_sees_leaks_and_spares_demo_boxes():
     # without its semicolon the last line would display what it returns
     flow[1] = ("code", flow[1][1].rstrip(";"), ())
     assert reduced_leaks(flow)[0].startswith("cell 1: shows an output")
+
+
+# exercises (sphinx-exercise): at the end of every chapter, solutions in dropdowns, every solution
+# cell executed by the build and by nbmake (so no solution rots)
+# ------------------------------------------------------------------------------------------------
+MIN_EXERCISES = 3
+_EXERCISE = re.compile(r"^```\{exercise\}[^\n]*\n:label:\s*(\S+)", re.M)
+_SOLUTION = re.compile(r"^```\{(solution|solution-start)\}\s*(\S+)\n((?::\w+:[^\n]*\n)*)", re.M)
+
+
+def _exercise_cells(md: Path):
+    """(exercise labels, [(target, options, kind)], code cells inside gated solutions)."""
+    exercises, solutions, solution_code = [], [], []
+    inside = False
+    for cell in jupytext.read(md).cells:
+        if cell.cell_type == "markdown":
+            exercises += _EXERCISE.findall(cell.source)
+            events = [(m.start(), m.groups()) for m in _SOLUTION.finditer(cell.source)]
+            events += [(m.start(), None) for m in re.finditer(r"^```\{solution-end\}",
+                                                             cell.source, re.M)]
+            for _, groups in sorted(events, key=lambda e: e[0]):
+                if groups is None:
+                    assert inside, f"{md.name}: a solution-end without its solution-start"
+                    inside = False
+                    continue
+                kind, target, options = groups
+                assert not inside, f"{md.name}: a solution starts inside another"
+                solutions.append((target, options, kind))
+                inside = kind == "solution-start"
+        elif inside:
+            solution_code.append(cell)
+    assert not inside, f"{md.name}: a solution-start without its solution-end"
+    return exercises, solutions, solution_code
+
+
+@pytest.mark.parametrize("md", PAIRED_MD, ids=_ids(PAIRED_MD))
+def test_every_chapter_ends_with_exercises_and_dropdown_solutions(md: Path):
+    text = md.read_text()
+    headings = re.findall(r"^## (.+)$", re.sub(r"^```.*?^```\s*$", "", text, flags=re.S | re.M),
+                          re.M)
+    assert headings and headings[-1].strip() == "Exercises", (
+        f"{md.name}: the last section must be 'Exercises' (found {headings[-1:]})")
+    exercises, solutions, code = _exercise_cells(md)
+    assert len(exercises) >= MIN_EXERCISES, f"{md.name}: {len(exercises)} exercises"
+    assert len(set(exercises)) == len(exercises)
+    targets = [t for t, _, _ in solutions]
+    assert sorted(targets) == sorted(exercises), (
+        f"{md.name}: every exercise needs exactly one solution ({exercises} vs {targets})")
+    for target, options, _ in solutions:
+        assert ":class: dropdown" in options, f"{md.name}: solution of {target}: not a dropdown"
+    assert code, f"{md.name}: no solution runs code"
+    for cell in code:
+        tags = cell.metadata.get("tags", [])
+        assert "skip-execution" not in tags and "raises-exception" not in tags, (
+            f"{md.name}: a solution cell is not executed as it stands: {cell.source[:60]!r}")
+
+
+def test_the_exercise_finder_sees_gated_and_plain_solutions(tmp_path: Path):
+    md = tmp_path / "x.md"
+    md.write_text("---\njupytext:\n  text_representation:\n    extension: .md\n"
+                  "    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
+                  "  language: python\n  name: python3\n---\n# T\n\n"
+                  "```{exercise}\n:label: a\n\nDo it.\n```\n\n"
+                  "```{solution-start} a\n:label: sa\n:class: dropdown\n```\n\n"
+                  "```{code-cell} ipython3\nx = 1\n```\n\n```{solution-end}\n```\n\n"
+                  "```{exercise}\n:label: b\n\nAgain.\n```\n\n"
+                  "```{solution} b\n:class: dropdown\n\nTwo.\n```\n")
+    exercises, solutions, code = _exercise_cells(md)
+    assert exercises == ["a", "b"]
+    assert [(t, k) for t, _, k in solutions] == [("a", "solution-start"), ("b", "solution")]
+    assert [c.source for c in code] == ["x = 1"]
+
+
+def test_the_graded_exercise_page_hands_out_an_empty_attack_and_grades_it():
+    text = (BOOK / "break_defence.md").read_text()
+    assert "def my_attack(" in text and "return x.clone()" in text
+    assert "grade(ch, my_attack(" in text
+    assert "book/break_defence" in _toc_files()
