@@ -20,6 +20,7 @@ __all__ = [
     "PROVENANCE_FIELDS",
     "accuracy_chart",
     "audit_provenance",
+    "cpu_model",
     "demo_box",
     "gpu_notice",
     "interval_table",
@@ -262,7 +263,8 @@ def demo_box(*objects: Any, what: str):
 CHAPTER_TIMES = "results/timing/chapters-full-cpu.json"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -281,7 +283,7 @@ def machine_summary() -> str:
     import torch
 
     gpu = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
-    return f"{_cpu_model()}, {os.cpu_count()} cores, {gpu}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {gpu}"
 
 
 def run_facts(quick: bool) -> str:
