@@ -425,6 +425,17 @@ def format_share_within(shares: pd.DataFrame, tol: float = 0.05) -> str:
     return "\n".join(lines)
 
 
+def _beside_natural(frame: pd.DataFrame) -> pd.DataFrame:
+    """The smoothing cells of a :func:`side_by_side` frame, each with the natural model's numbers
+    at the same set-up, protocol, attack and eps (``nat_paper``, ``nat_ours``)."""
+    _check_side_by_side(frame)
+    keys = ["setup", "protocol", "attack", "eps"]
+    f = frame.assign(eps=frame["eps"].fillna(-1.0))
+    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
+        columns={"paper": "nat_paper", "ours": "nat_ours"})
+    return f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+
+
 def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
     """Where the paper's pattern holds: the share of label-smoothing cells (ALS, SLS, BLS, SBLS
     at every alpha) more accurate than the natural model at the same set-up, attack and eps, in
@@ -435,12 +446,7 @@ def smoothing_beats_natural(frame: pd.DataFrame) -> pd.DataFrame:
     ours (share in ours), paper_gain and ours_gain (mean of smoothing - natural accuracy over
     those cells: a share alone counts 0.01 against 0.00 as a win). Ties count as not better.
     """
-    _check_side_by_side(frame)
-    keys = ["setup", "protocol", "attack", "eps"]
-    f = frame.assign(eps=frame["eps"].fillna(-1.0))
-    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
-        columns={"paper": "nat_paper", "ours": "nat_ours"})
-    ls = f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+    ls = _beside_natural(frame)
     ls = ls[ls[["paper", "ours", "nat_paper", "nat_ours"]].notna().all(axis=1)]
     ls = ls.assign(p=ls["paper"] > ls["nat_paper"], o=ls["ours"] > ls["nat_ours"],
                    gp=ls["paper"] - ls["nat_paper"], go=ls["ours"] - ls["nat_ours"])
@@ -460,12 +466,7 @@ def gains_by_method(frame: pd.DataFrame, *, margin: float = 0.05) -> pd.DataFram
     (where the largest gain is), paper_above and paper_mean_gain (the same in the paper's
     numbers, over the same cells).
     """
-    _check_side_by_side(frame)
-    keys = ["setup", "protocol", "attack", "eps"]
-    f = frame.assign(eps=frame["eps"].fillna(-1.0))
-    nat = f[f["defence"] == "natural"][[*keys, "paper", "ours"]].rename(
-        columns={"paper": "nat_paper", "ours": "nat_ours"})
-    ls = f[f["defence"].isin(SMOOTHING)].merge(nat, on=keys, how="inner")
+    ls = _beside_natural(frame)
     ls = ls[ls[["ours", "nat_ours"]].notna().all(axis=1)]
     ls = ls.assign(g=ls["ours"] - ls["nat_ours"], gp=ls["paper"] - ls["nat_paper"])
     rows = []
