@@ -25,7 +25,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,7 +118,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
             "-quick" if args.quick else "") + ("-synthetic" if args.synthetic else "")
         out = Path("results") / f"{stem}.csv"
-    command = "python -m lslib " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _cli.command_line("python -m lslib", args.argv)
     try:
         table = run_sweep(sweep, out, cache=args.cache, data_root=args.data_root,
                           device=args.device, download=args.download,

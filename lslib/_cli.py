@@ -23,6 +23,7 @@ __all__ = [
     "POSITIVE",
     "UNIT",
     "OneLineParser",
+    "command_line",
     "data_dir",
     "device_type",
     "existing_file",
@@ -261,4 +262,25 @@ def report_user_errors(prog: str, run: Callable[[], int]) -> int:
     except (BadFileError, FileNotFoundError) as exc:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _portable(arg: str) -> str:
+    """``arg`` with an absolute path (alone or after ``--flag=``) made relative to the
+    repository, so that provenance never records one machine's folders."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not os.path.isabs(value):
+        return arg
+    return flag + eq + os.path.relpath(value, REPO)
+
+
+def command_line(prog: str, argv: Iterable[str]) -> str:
+    """The command line a run records in its provenance: ``prog`` and the arguments, quoted for
+    a shell, absolute paths rewritten relative to the repository root (``/work/shared/data``
+    becomes ``../shared/data`` for a checkout at ``/work/main``)."""
+    import shlex
+
+    return " ".join([prog, *(shlex.quote(_portable(a)) for a in argv)])
 

@@ -129,7 +129,9 @@ def run_survey(out: Path, *, n: int = 1000, cache: str | None = None, data_root=
             np.savez_compressed(f, **images)
 
     atomic_write(npz, write_npz)
-    meta = {"command": "python -m lslib.attack_survey " + " ".join(sys.argv[1:]),
+    from lslib._cli import command_line
+
+    meta = {"command": command_line("python -m lslib.attack_survey", sys.argv[1:]),
             "setup": setup.name, "defence": "natural", "model_key": config.key(), "n": n,
             "eps": EPS, "eps_grid": list(EPS_GRID), "cw": CW_SETTINGS, "bim_steps": 10,
             "deepfool_steps": 50, "train_limit": config.train_limit, "epochs": setup.epochs,

@@ -1256,8 +1256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "this file was written from it with --from-journal, so "
                                 "'started' and 'wall_seconds' are those of the writing",
                         "attack_seconds": sum(float(r.get("seconds", 0.0)) for r in rows)}
-                command = "python -m lslib audit " + " ".join(
-                    sys.argv[1:] if argv is None else argv)
+                command = _cli.command_line("python -m lslib audit",
+                                            sys.argv[1:] if argv is None else argv)
                 _write_audit(args.out, rows, signs, command, started, time.perf_counter() - t0,
                              options, prov)
         except (OutputBusyError, RunnerError) as exc:

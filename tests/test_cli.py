@@ -76,3 +76,14 @@ def test_audit_subcommand_hands_its_options_to_lslib_audit(capsys):
     with pytest.raises(SystemExit) as exc:  # a required option missing: argparse's error
         main(["audit", "--model", "mlp"])
     assert exc.value.code == 2
+
+
+def test_recorded_command_has_no_absolute_paths():
+    """Provenance records paths relative to the repository, never one machine's folders."""
+    from lslib._cli import REPO, command_line
+
+    got = command_line("python -m lslib", [
+        "reproduce", "--data-root", str(REPO.parent / "shared" / "data"),
+        f"--out={REPO / 'results' / 'x y.csv'}", "--eps", "0.1", "relative/kept"])
+    assert got == ("python -m lslib reproduce --data-root ../shared/data "
+                   "'--out=results/x y.csv' --eps 0.1 relative/kept")
