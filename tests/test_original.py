@@ -254,8 +254,45 @@ def test_lenet_starts_from_a_natural_checkpoint_and_keys_differ():
     mlp = orig.train_config(SETUPS["mnist-linear"], Defence("SLS", 0.1))
     assert lenet.start_from is not None and lenet.start_from.method is None
     assert mlp.start_from is None
-    assert (lenet.epochs, lenet.batch_size, lenet.lr) == (50, 100, 1e-4)
+    # train_model_smooth's own default (0a3826d): the runner's --learning_rate was not passed on
+    assert (lenet.epochs, lenet.batch_size, lenet.lr) == (50, 100, 0.1)
+    assert (lenet.patience, lenet.factor, lenet.early_stop, lenet.val_start_epoch) == (
+        3, 0.5, True, 0)
     assert lenet.key() != mlp.key() and lenet.key().startswith("orig-")
+
+
+def test_pgd_at_trains_as_dc3c764():
+    from lslib.experiments import SETUPS, Defence
+
+    at = orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"))
+    assert at.adversarial and (at.patience, at.factor, at.early_stop) == (4, 0.1, False)
+    assert at.val_start_epoch == at.pgd_start_epoch == 20
+    quick = orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"), quick=True)
+    assert quick.val_start_epoch == quick.pgd_start_epoch == 0
+
+
+def test_early_stopping_rule_by_hand():
+    # relative changes |1 - 2| / 2 = 0.5 and |1.5 - 1| / 1 = 0.5 (divided by the earlier loss)
+    assert not orig.has_converged([2.0, 1.0, 1.5], threshold=0.49)
+    assert orig.has_converged([2.0, 1.0, 1.5], threshold=0.5)
+    assert not orig.has_converged([1.0, 2.0, 1.5], threshold=0.6)  # 1 and 0.25: mean 0.625
+    # only the last five losses count: a large early change is forgotten
+    flat = [1.0, 1.00001, 1.00002, 1.00002, 1.00003]
+    assert orig.has_converged([9.0, *flat])
+    assert not orig.has_converged([9.0, *flat[:-1]])
+    assert not orig.has_converged([1.0])  # one loss: no change to measure (NaN in the original)
+    assert orig.has_converged([1.0, 1.0])
+
+
+def test_training_stops_early_when_the_validation_loss_is_flat(tmp_path):
+    # lr 0: the weights never move, the validation loss is the same every epoch, and the second
+    # epoch's change (0) stops the training
+    config = orig.OriginalConfig(model="mlp", epochs=6, lr=0.0, train_limit=64, val_n=16,
+                                 data_source="synthetic")
+    _, rec = orig.train_original(config, cache=tmp_path)
+    assert rec["epochs_run"] == 2 and len(rec["losses"]) == 2
+    _, rec = orig.train_original(dataclasses.replace(config, early_stop=False), cache=tmp_path)
+    assert rec["epochs_run"] == 6
 
 
 def test_reproduce_original_quick_synthetic(tmp_path):
