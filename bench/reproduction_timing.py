@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +28,12 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ["setup", "defence", "alpha", "T", "protocol", "attack", "eps"]
+
+
+def _workers(session: dict) -> int:
+    """Workers of one session: a local Ray's CPUs ("local Ray, 2 CPU(s), ..."), else one."""
+    match = re.match(r"local Ray, (\d+) CPU", session.get("execution", ""))
+    return int(match.group(1)) if match else 1
 
 
 def main() -> None:
@@ -59,8 +66,9 @@ def main() -> None:
     table = pd.DataFrame({"training": train, **{f"attacks, {p}": attack[p] for p in attack}})
     table.loc["total"] = table.sum()
     print(table.round(0).to_string())
+    workers = sum(_workers(s) for s in sessions)
     print(f"all work {table.loc['total'].sum():.0f} worker-seconds; "
-          f"on {len(sessions)} worker(s) {table.loc['total'].sum() / len(sessions):.0f} s each")
+          f"on {workers} worker(s) {table.loc['total'].sum() / workers:.0f} s each")
     committed = pd.concat([pd.read_csv(p) for p in args.committed if p.exists()])
     if committed.empty:
         return
