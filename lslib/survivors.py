@@ -1,0 +1,161 @@
+"""Why an unbounded attack leaves a point: the strong protocol's DeepFool survivors, examined.
+
+An unbounded attack (DeepFool, CW) that converges fools every point, so a point it leaves says
+something about the attack, not about the model. For every model of a committed sweep table
+(:func:`lslib.experiments.read_results`) whose strong-protocol DeepFool row leaves more than
+``threshold``, :func:`survivors_of_table` runs that row's attack again on the same test images
+(the same code, so the accuracy must equal the committed one, which is checked) and records, for
+each point it leaves, at DeepFool's last iterate (:func:`examine`):
+
+- ``margin``: the largest other logit minus the true class's logit. It is 0 for a tie, which
+  ``argmax`` breaks toward the lower class index, so the "robust" point sits on the boundary.
+- ``grad_norm``: the L2 norm of the gradient of the sum of the logits. It is 0 in a flat region
+  that no gradient step can leave.
+- ``active_units``: how many units of the model's last ReLU are on. At 0 the logits are the last
+  layer's biases.
+
+The book's tables chapter reads what this writes::
+
+    python -m lslib.survivors results/mnist-lenet.csv --cache .cache/repro \\
+        --out results/mnist-lenet-deepfool-survivors.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+__all__ = ["examine", "last_relu_units", "summarise", "survivors_of_table"]
+
+
+def last_relu_units(model: nn.Module, x: Tensor) -> Tensor:
+    """How many units of ``model``'s last :class:`~torch.nn.ReLU` are on, per point of ``x``."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError("the model has no nn.ReLU module")
+    seen: list[Tensor] = []
+    handle = relus[-1].register_forward_hook(lambda m, i, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return (seen[-1] > 0).flatten(1).sum(1)
+
+
+def examine(model: nn.Module, x: Tensor, y: Tensor) -> pd.DataFrame:
+    """``margin``, ``grad_norm`` and ``active_units`` (see the module docstring) of ``model`` at
+    the points ``x`` with true labels ``y``; one row per point."""
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xg)
+        grad = torch.autograd.grad(z.sum(), xg)[0]
+    z = z.detach()
+    true = z.gather(1, y[:, None]).squeeze(1)
+    others = z.scatter(1, y[:, None], float("-inf")).max(1).values
+    return pd.DataFrame({"label": y.tolist(), "margin": (others - true).tolist(),
+                         "grad_norm": grad.flatten(1).norm(dim=1).tolist(),
+                         "active_units": last_relu_units(model, x.detach()).tolist()})
+
+
+def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
+                       threshold: float = 0.01, data_root: str | None = None,
+                       log=print) -> pd.DataFrame:
+    """The points the strong protocol's DeepFool leaves on every model of ``table`` whose
+    DeepFool row keeps more than ``threshold``, examined at DeepFool's last iterate. The models
+    come from the model cache (``cache``; they are never trained here)."""
+    from lslib import attacks
+    from lslib._files import read_cache_entry
+    from lslib.experiments import PROTOCOLS, SETUPS, _test_split, cache_dir, read_results
+    from lslib.models import build_model
+
+    rows = read_results(table)
+    rows = rows[(rows["protocol"] == "strong") & (rows["attack"] == "DeepFool")
+                & (rows["accuracy"] > threshold)]
+    found = []
+    for row in rows.itertuples():
+        setup = SETUPS[row.setup]
+        path = cache_dir(cache) / f"{row.model_key}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {row.model_key} ({row.defence} {row.alpha}) is not "
+                                    f"in the model cache {path.parent}: run the sweep first")
+        model = build_model(setup.model)
+        model.load_state_dict(read_cache_entry(path)[0])
+        model.eval()
+        test = _test_split(row.setup, row.data_source, data_root, int(row.seed), False)
+        x, y = test.x[:int(row.n)], test.y[:int(row.n)]  # the row's images, as the runner took them
+        res = attacks.deepfool(model, x, y, **PROTOCOLS["strong"].deepfool)
+        accuracy = 1.0 - float(res.success.double().mean())
+        if abs(accuracy - float(row.accuracy)) > 1e-9:
+            raise RuntimeError(f"DeepFool keeps {accuracy:.4f} on {row.defence} {row.alpha} of "
+                               f"{row.setup}, the table {float(row.accuracy):.4f}: the model or "
+                               f"the attack is not the one that made the table")
+        left = (~res.success).nonzero().squeeze(1)
+        log(f"{row.setup} {row.defence} {row.alpha}: {left.numel()} point(s) left")
+        df = examine(model, res.adversarial[left], y[left])
+        found.append(df.assign(setup=row.setup, defence=row.defence, alpha=row.alpha,
+                               model_key=row.model_key, index=left.tolist(),
+                               n=int(row.n), accuracy=float(row.accuracy)))
+    columns = ["setup", "defence", "alpha", "model_key", "n", "accuracy", "index", "label",
+               "margin", "grad_norm", "active_units"]
+    return pd.concat(found)[columns] if found else pd.DataFrame(columns=columns)
+
+
+def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the points left, how many sit in a flat region (gradient exactly 0) and how
+    many with no unit of the last ReLU on, the largest distance from a tie (``|margin|``, in
+    logits) and the labels of the points."""
+    def per_model(g: pd.DataFrame) -> pd.Series:
+        return pd.Series({"accuracy": g["accuracy"].iloc[0], "points left": len(g),
+                          "flat (gradient 0)": int((g["grad_norm"] == 0).sum()),
+                          "no unit on": int((g["active_units"] == 0).sum()),
+                          "largest |margin|": float(g["margin"].abs().max()),
+                          "labels": " ".join(str(v) for v in sorted(set(g["label"])))})
+
+    keys = ["setup", "defence", "alpha"]
+    return survivors.groupby(keys, sort=False)[list(survivors.columns)].apply(per_model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from lslib import _cli
+    from lslib.experiments import atomic_write, provenance
+
+    ap = _cli.OneLineParser(prog="python -m lslib.survivors", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", type=_cli.existing_file(), help="a sweep's results CSV")
+    ap.add_argument("--cache", default=None, help="model cache (default $LSLIB_CACHE)")
+    ap.add_argument("--threshold", type=_cli.number(_cli.UNIT), default=0.01,
+                    help="examine the models whose DeepFool row keeps more than this")
+    ap.add_argument("--out", type=_cli.output_file(), required=True)
+    ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+
+    def run() -> int:
+        found = survivors_of_table(args.table, cache=args.cache, threshold=args.threshold)
+        out = Path(args.out)
+        atomic_write(out, lambda p: found.to_csv(p, index=False))
+        meta: dict[str, Any] = {
+            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
+            "table": Path(args.table).as_posix(), "threshold": args.threshold,
+            "threads": args.threads, "started": started.isoformat(),
+            "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
+        atomic_write(out.with_name(out.name + ".meta.json"),
+                     lambda p: p.write_text(json.dumps(meta, indent=1, default=str) + "\n"))
+        return 0
+
+    return _cli.report_user_errors(ap.prog, run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
