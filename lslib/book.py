@@ -309,6 +309,16 @@ def _min(seconds: float) -> str:
     return f"{seconds / 60:.0f}" if seconds >= 90 else f"{seconds / 60:.1f}"
 
 
+def _load(entry: dict, machine: dict) -> str:
+    """How busy the machine was when a chapter's timing started (its load average, if recorded):
+    a wall time means little without it."""
+    load = entry.get("load_average_before")
+    if not load:
+        return ""
+    return (f", with a one-minute load average of {load[0]:.1f} on its "
+            f"{machine.get('cores', '?')} cores at the start")
+
+
 def gpu_notice(chapter: str, times: str | Path | None = None):
     """The admonition at the top of a chapter that wants a GPU (the QuantEcon lectures' "GPU"
     box): how to get one on Colab, and the chapter's full-mode run time on this project's CPU,
@@ -342,14 +352,13 @@ def gpu_notice(chapter: str, times: str | Path | None = None):
         if entry["status"] == "ok":
             body += (f"<p>Run in full (<code>LSLIB_QUICK=0</code>, as a reader runs it) on "
                      f"{where}, it needed <strong>{_min(entry['cpu_seconds'])} minutes of CPU "
-                     f"time</strong>: {_min(entry['wall_seconds'])} minutes of wall-clock time "
-                     f"on a machine shared with other jobs ({when}).</p>")
+                     f"time</strong> and {_min(entry['wall_seconds'])} minutes of wall-clock "
+                     f"time{_load(entry, m)} ({when}).</p>")
         else:
             body += (f"<p>Run in full (<code>LSLIB_QUICK=0</code>) on {where}, it had "
                      f"<strong>not finished after {_min(entry['cpu_seconds'])} minutes of CPU "
-                     f"time</strong> ({_min(entry['wall_seconds'])} minutes of wall-clock time "
-                     f"on a machine shared with other jobs), when the measurement stopped it "
-                     f"({when}).</p>")
+                     f"time</strong> ({_min(entry['wall_seconds'])} minutes of wall-clock "
+                     f"time{_load(entry, m)}), when the measurement stopped it ({when}).</p>")
     body += ("<p>The book itself is built in quick mode on a CPU: its page "
              "<em>Execution statistics</em> gives each chapter's mode and run time.</p>")
     return HTML(_box_html("warning lslib-gpu", "GPU", body))

@@ -73,7 +73,8 @@ def test_the_notice_gives_the_measured_times(tmp_path):
                               "started_utc": "2026-01-01T00:00:00+00:00"}]},
         {**run, "chapters": [{"chapter": "attacks", "mode": "full", "status": "ok",
                               "wall_seconds": 4200.0, "cpu_seconds": 1800.0,
-                              "started_utc": "2026-02-01T00:00:00+00:00"},
+                              "started_utc": "2026-02-01T00:00:00+00:00",
+                              "load_average_before": [3.25, 2.0, 1.0]},
                              {"chapter": "attacks", "mode": "quick", "status": "ok",
                               "wall_seconds": 60.0, "cpu_seconds": 6.0,
                               "started_utc": "2026-03-01T00:00:00+00:00"},
@@ -85,8 +86,9 @@ def test_the_notice_gives_the_measured_times(tmp_path):
     text = _text(gpu_notice("attacks", path))
     assert "30 minutes of CPU time" in text and "70 minutes of wall-clock time" in text
     assert "2026-02-01" in text and "Some CPU" in text
+    assert "load average of 3.2 on its 2 cores" in text  # a wall time is read with the load
     text = _text(gpu_notice("tables", path))
-    assert "not finished after 11 minutes of CPU time" in text
+    assert "not finished after 11 minutes of CPU time" in text and "load average" not in text
     assert "has not been measured" in _text(gpu_notice("robustness", path))
     assert CHAPTER_TIMES in _text(gpu_notice("attacks", tmp_path / "missing.json"))
 
