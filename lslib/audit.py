@@ -44,6 +44,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -986,7 +987,8 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                 log: Callable[[str], None] | None = None,
                 journal: str | os.PathLike | None = None,
                 execution: Any = None,
-                journal_only: bool = False) -> tuple[list[dict], list[dict]]:
+                journal_only: bool = False,
+                resumed: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
     """Both protocols and the checklist on the models of a set-up of
     :data:`lslib.experiments.SETUPS`: the very models of the sweep (trained and cached like the
     sweep's when the cache lacks them; ``quick`` uses the sweep's quick models), attacked on the
@@ -1008,13 +1010,17 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
     budget, not per position in the run, so the rows are the same either way.
 
     ``journal_only``: attack nothing, return the rows of the models the journal holds (those of a
-    run stopped early), in the order of ``defences``; the others are left out.
+    run stopped early), in the order of ``defences``; the others are left out. ``resumed``: a
+    list to which one ``{"model", "provenance"}`` is appended per model read back from the
+    journal (its entry's provenance: commit, source hash, device, time; "not recorded" for
+    entries written before the journal kept it).
     """
     from lslib.experiments import (
         SETUPS,
         Defence,
         append_journal,
         cache_dir,
+        provenance,
         recover_journal,
     )
     from lslib.runner import Job, ModelSpec, run_jobs
@@ -1042,6 +1048,10 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
                              .encode()).hexdigest()[:16]
         plan.append((name, alpha, temperature, cfg, key))
     results = {key: (done[key]["rows"], done[key]["signs"]) for *_, key in plan if key in done}
+    if resumed is not None:  # what this call read back instead of computing, and its provenance
+        resumed.extend({"model": _defence_label(name, alpha),
+                        "provenance": done[key].get("provenance", "not recorded")}
+                       for name, alpha, _, _, key in plan if key in done)
     jobs = [Job(key, (ModelSpec(setup, source_cfg), ModelSpec(setup, cfg)), _audit_model_job,
                 dict(setup=setup, label=_defence_label(name, alpha), config=cfg, n=n,
                      eps_list=eps_list, eps_grid=[float(e) for e in eps_grid],
@@ -1061,7 +1071,11 @@ def audit_setup(setup: str = "mnist-linear", *, n: int = 500,
             if r["attack"] != "clean":
                 log(f"{r['model']} eps={r['eps']:g} {r['attack']}: {r['accuracy']:.3f}")
         if journal is not None:
-            append_journal(Path(journal), {"key": job.key, "rows": m_rows, "signs": m_signs})
+            append_journal(Path(journal), {"key": job.key, "rows": m_rows, "signs": m_signs,
+                                           "provenance": {**provenance(device or "cpu"),
+                                                          "ran_on": ran_on,
+                                                          "finished": datetime.now(timezone.utc)
+                                                          .isoformat(timespec="seconds")}})
         results[job.key] = (m_rows, m_signs)
 
     if journal_only:
@@ -1144,7 +1158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
     import time
-    from datetime import datetime, timezone
 
     from lslib import _cli
     from lslib.data import DATASETS, load_dataset
@@ -1233,6 +1246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
+            resumed: list[dict] = []
             with exclusive_output(out):
                 grid_kw = {} if args.eps_grid is None else {"eps_grid": args.eps_grid}
                 rows, signs = audit_setup(
@@ -1240,13 +1254,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     **grid_kw,
                     data_root=args.data_root, device=None if execution.distributed else device,
                     settings=settings, journal_only=args.from_journal,
-                    log=print, journal=f"{args.out}.journal.jsonl", execution=execution)
+                    log=print, journal=f"{args.out}.journal.jsonl", execution=execution,
+                    resumed=resumed)
                 options = {"setup": args.setup, "n": args.limit, "eps": eps,
                            "eps_grid": sorted({float(r["eps"]) for r in rows
                                                if r["attack"] != "clean"}),
                            "quick": args.quick, "device": device,
                            "execution": execution.describe(),
                            "settings": dataclasses.asdict(settings)}
+                if resumed:
+                    options["from_journal"] = resumed  # computed by earlier runs, read back
                 labels = [_defence_label(d, a) for d, a, _ in AUDIT_DEFENCES]
                 got = list(dict.fromkeys(r["model"] for r in rows))
                 if args.from_journal:

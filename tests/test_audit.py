@@ -403,8 +403,15 @@ def test_the_setup_audit_resumes_from_its_journal_with_the_same_rows(tmp_path, d
     assert seen and all(m.startswith("ALS 0.4") for m in seen)  # only the second model ran
     assert strip(rows2) == strip(rows) and signs2 == signs
     seen.clear()
-    rows3, signs3 = audit_setup(**kw, journal=full_journal, log=seen.append)
+    resumed: list[dict] = []
+    rows3, signs3 = audit_setup(**kw, journal=full_journal, log=seen.append, resumed=resumed)
     assert seen == [] and strip(rows3) == strip(rows) and signs3 == signs
+    # what was read back says so, with the provenance its entry recorded when it was computed
+    assert [r["model"] for r in resumed] == ["natural", "ALS 0.4"]
+    from lslib.experiments import provenance
+
+    assert all(r["provenance"]["git_commit"] == provenance()["git_commit"]
+               and r["provenance"]["finished"] for r in resumed)
     # other settings do not reuse the journal's entries
     rows4, _ = audit_setup(**{**kw, "n": 30}, journal=full_journal, log=seen.append)
     assert seen and {r["n"] for r in rows4 if "n" in r} == {30}
