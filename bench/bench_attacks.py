@@ -23,11 +23,8 @@ one forward pass on its output.
     python bench/bench_attacks.py --data-root ../shared/data --device cpu --n 1000
     python bench/bench_attacks.py --threads 1 --clock cpu --attacks fgsm bim   # a shared machine
 
-On the CPU lslib attacks a large batch in chunks (``lslib.attacks.chunk_size``: the model's
-largest activation per chunk stays under ``CPU_CHUNK_BYTES``, so that glibc reuses memory
-instead of mapping fresh zeroed pages at every pass); the other libraries take the batch as it
-is given, as every library is called here. The "bare forward+backward" floor of BIM is timed
-both in one batch and in lslib's chunks, and BIM is held to the faster of the two.
+Every library takes the batch as it is given. The "bare forward+backward" floor of BIM is the
+same passes with nothing else, in one batch.
 
 By default every process runs with glibc's own malloc settings, as a user's Python does; the
 table prints each call's minor page faults. ``--keep-freed-memory`` makes every timed process
@@ -356,10 +353,6 @@ def main(argv=None) -> int:
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
     cw_steps, cw_bss, cw_lr = args.cw_steps, args.cw_bss, args.cw_lr
 
-    chunk = A.chunk_size(model, x)
-    print(f"lslib attacks the batch in chunks of {chunk} sample(s) on this device "
-          f"(lslib.attacks.chunk_size)")
-
     def floor_passes(size):  # k bare forward+backward passes with respect to the input
         def run():
             for i in range(0, len(y), size):
@@ -371,21 +364,17 @@ def main(argv=None) -> int:
         return run
 
     floors = {"floor": floor_passes(len(y))}
-    if chunk < len(y):  # the same passes in lslib's chunks: the floor is the faster of the two
-        floors["floor-chunked"] = floor_passes(chunk)
 
     def minimal_bim():  # the floor's passes + signed step, projection, one forward at the end
-        for i in range(0, len(y), chunk):
-            xs, ys = x[i : i + chunk], y[i : i + chunk]
-            lo, hi = (xs - BIM_EPS).clamp(min=0), (xs + BIM_EPS).clamp(max=1)
-            adv = xs
-            for _ in range(BIM_STEPS):
-                xg = adv.detach().requires_grad_(True)
-                loss = F.cross_entropy(model(xg), ys, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, xg)
-                adv = torch.add(adv, grad.sign(), alpha=BIM_STEP).clamp_(lo, hi)
-            with torch.no_grad():
-                model(adv).argmax(1)
+        lo, hi = (x - BIM_EPS).clamp(min=0), (x + BIM_EPS).clamp(max=1)
+        adv = x
+        for _ in range(BIM_STEPS):
+            xg = adv.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(xg), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xg)
+            adv = torch.add(adv, grad.sign(), alpha=BIM_STEP).clamp_(lo, hi)
+        with torch.no_grad():
+            model(adv).argmax(1)
 
     lslib_runs = {
         "fgsm": lambda: A.fgsm(model, x, y, FGSM_EPS).adversarial,
@@ -491,13 +480,12 @@ def main(argv=None) -> int:
                       f"{nfaults((lib, name)):>9.0f}")
     for key in floors:
         if (key, "bim") in med:
-            label = "one batch" if key == "floor" else f"chunks of {chunk}"
+            label = "one batch"
             print(f"{'bim floor':<10}{f'{BIM_STEPS} fwd+bwd':<14}{med[(key, 'bim')]:>10.3f}"
                   f"{'':>22}{nfaults((key, 'bim')):>9.0f}   ({label})")
     if ("minimal", "bim") in med:
         print(f"{'bim':<10}{'minimal':<14}{med[('minimal', 'bim')]:>10.3f}{'':>22}"
-              f"{nfaults(('minimal', 'bim')):>9.0f}   (floor + step + last forward, chunks of "
-              f"{chunk})")
+              f"{nfaults(('minimal', 'bim')):>9.0f}   (floor + step + last forward, one batch)")
     print()
     checks = []
 
@@ -540,11 +528,10 @@ def main(argv=None) -> int:
         r_ = ratio(("lslib", name), ("foolbox", name))
         print(f"info  {name.upper()} vs foolbox: {r_:.2f}x")
     if "bim" in args.attacks:
-        fastest = min(floors, key=lambda key: med[(key, "bim")])
+        fastest = "floor"
         r_ = 1 / ratio(("lslib", "bim"), (fastest, "bim"))
-        label = "one batch" if fastest == "floor" else f"chunks of {chunk}"
         check(f"BIM ({BIM_STEPS} steps) within 1.1x of {BIM_STEPS} bare forward+backward passes",
-              r_ <= 1.1, f"{r_:.3f}x (of the faster floor, {label})")
+              r_ <= 1.1, f"{r_:.3f}x (one batch)")
         r_min = 1 / ratio(("minimal", "bim"), (fastest, "bim"))
         r_own = ratio(("minimal", "bim"), ("lslib", "bim"))
         print(f"info  a minimal BIM (the floor + step + last forward) is {r_min:.3f}x the floor;"

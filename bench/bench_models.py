@@ -8,8 +8,8 @@ INTERLEAVED in one run (every round visits both in a fresh random order), on the
 the project runs:
 
 - attack step: forward + backward to the INPUT only (``torch.autograd.grad``), eval mode, in the
-  batch sizes the attacks see (136: lslib.attacks' CPU chunk for this model; 500: the experiment
-  runner's batch; 1000);
+  batch sizes the attacks see (136, which the attacks' CPU chunks used before they were removed;
+  500: the experiment runner's batch; 1000);
 - forward alone (``torch.no_grad``, eval mode): judging an attack's result, clean accuracy;
 - training step: forward + backward to the parameters + an Adam step, train mode, batch 128.
 

@@ -1,17 +1,20 @@
 """Each CPU speed trick on a whole run, with and without it, interleaved in one run.
 
-The tricks: attacking in CPU chunks (``lslib._attack_base.CPU_CHUNK_BYTES``), the allocator
-keeping freed memory (``lslib.allocator.keep_freed_memory``, which ``python -m lslib`` calls) and
-LeNetMNIST's im2col first layer (``lslib.models.with_cpu_speedups``, applied by
-``build_model``). A whole run is ``python -m lslib reproduce`` from an empty model cache, in a
-process of its own: by default the natural models of both MNIST set-ups (the MLP and the LeNet),
-trained as the reproduction trains them and attacked by both protocols on each protocol's test
-images, the whole reproduction's work for two of its 28 models; ``--full`` runs the whole
-MNIST reproduction instead (about half an hour of one core per variant on a fast machine of this
-kind, twice that on a slow one). Each round runs every variant
-once, in a fresh random order; the script prints each variant's median CPU seconds (the child
-process's user + system time, which other jobs on the machine disturb far less than the wall
-clock) and its ratio to the run with every trick on (above 1: the trick pays).
+The tricks: the allocator keeping freed memory (``lslib.allocator.keep_freed_memory``, which
+``python -m lslib`` calls) and LeNetMNIST's im2col first layer (``lslib.models.with_cpu_speedups``,
+applied by ``build_model``). A third, attacking in CPU chunks sized by the model's largest
+activation, was measured here at commit 2106ebf (``results/bench/tricks-cpu.txt``), showed no
+gain with the allocator setting on, and was deleted.
+
+A whole run is ``python -m lslib reproduce`` from an empty model cache, in a process of its own:
+by default the natural models of both MNIST set-ups (the MLP and the LeNet), trained as the
+reproduction trains them and attacked by both protocols on each protocol's test images, the
+whole reproduction's work for two of its 28 models; ``--full`` runs the whole MNIST reproduction
+instead (about half an hour of one core per variant on a fast machine of this kind, twice that
+on a slow one). Each round runs every variant once, in a fresh random order; the script prints
+each variant's median CPU seconds (the child process's user + system time, which other jobs on
+the machine disturb far less than the wall clock) and its ratio to the run with every trick on
+(above 1: the trick pays).
 
     python bench/bench_tricks.py --rounds 2 --jobs 2
     python bench/bench_tricks.py --full --jobs 2      # the whole reproduction, two at a time
@@ -36,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "all tricks": "",
-    "no CPU chunks": "import lslib._attack_base as B; B.CPU_CHUNK_BYTES = 0\n",
     "no allocator setting": "import lslib.allocator as M; M.keep_freed_memory = lambda: False\n",
     "no im2col first layer": "import lslib.models as M; M.with_cpu_speedups = lambda m: m\n",
 }

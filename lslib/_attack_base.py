@@ -1,7 +1,7 @@
 """The machinery every attack of :mod:`lslib.attacks` shares, behind one decorator, :func:`attack`.
 
 An attack body receives the batch already checked, moved to the model's device and dtype, in
-eval mode, non-empty and (on the CPU) cut into chunks; it returns the adversarial batch, and
+eval mode and non-empty; it returns the adversarial batch, and
 :func:`attack` turns that into an :class:`AttackResult`. What lives here:
 
 - argument checks (model, inputs in [0, 1], integer labels, the logits' shape and the labels'
@@ -10,7 +10,6 @@ eval mode, non-empty and (on the CPU) cut into chunks; it returns the adversaria
 - the attack losses (cross-entropy, :func:`margin`) and one forward+backward to the input;
 - the exact L-inf eps-box (:func:`linf_box`, :func:`signed_step`): ``x +- eps`` computed in
   floating point can round one ulp outside the ball, these never do;
-- CPU chunking by activation size (:data:`CPU_CHUNK_BYTES`, :func:`chunk_size`);
 - result assembly (:func:`finish`): back to x's dtype and device, success judged on exactly what
   is returned, norms.
 """
@@ -20,7 +19,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,8 +68,8 @@ def attack(norm: NormType, *, minimal: bool = False, revert_failures: bool = Fal
     """Turns ``body(model, x, y, **params) -> adversarial`` into a checked, batched attack.
 
     ``checks`` maps a parameter name to ``check(name, value) -> value`` (run once per call).
-    The body gets ``x`` and ``y`` on the model's device and dtype, in eval mode, never empty,
-    one CPU chunk at a time; it returns the adversarial batch, or ``(adversarial, success)``
+    The body gets ``x`` and ``y`` on the model's device and dtype, in eval mode, never empty;
+    it returns the adversarial batch, or ``(adversarial, success)``
     where ``success`` was judged on exactly those rows. ``revert_failures``: rows that do not
     fool the model are returned as ``x`` (norm 0). With ``norm="linf"`` the parameter ``eps``
     bounds the result in x's own dtype too. ``x_dtype``: the body gets ``x`` in the caller's
@@ -93,23 +91,13 @@ def attack(norm: NormType, *, minimal: bool = False, revert_failures: bool = Fal
                 kw[name] = check(name, kw[name])
             eps = kw.get("eps") if norm == "linf" else None
             with attack_context(model, x, y) as (xc, yc):
-                n = xc.shape[0]
-                if n == 0:
+                if xc.shape[0] == 0:
                     return _empty_result(x, norm, minimal)
-                size = chunk_size(model, xc)
-                parts = []
-                for i in range(0, n, size):
-                    s = slice(i, i + size)
-                    xb = x[s].detach().to(xc.device) if x_dtype else xc[s]
-                    out = body(model, xb, yc[s], **kw)
-                    adv, success = out if isinstance(out, tuple) else (out, None)
-                    parts.append(finish(model, x[s], adv, yc[s], norm=norm, minimal=minimal,
-                                        success=success, revert_failures=revert_failures,
-                                        eps=eps, xc=xc[s]))
-            if len(parts) == 1:
-                return parts[0]
-            return AttackResult(*(torch.cat([getattr(p, f) for p in parts])
-                                  for f in ("adversarial", "success", "norms")), norm, minimal)
+                xb = x.detach().to(xc.device) if x_dtype else xc
+                out = body(model, xb, yc, **kw)
+                adv, success = out if isinstance(out, tuple) else (out, None)
+                return finish(model, x, adv, yc, norm=norm, minimal=minimal, success=success,
+                              revert_failures=revert_failures, eps=eps, xc=xc)
 
         return run
 
@@ -363,57 +351,3 @@ def finish(model: nn.Module, x: Tensor, adv: Tensor, y: Tensor, *, norm: NormTyp
 def _empty_result(x: Tensor, norm: NormType, minimal: bool) -> AttackResult:
     return AttackResult(x.detach().clone(), torch.zeros(0, dtype=torch.bool, device=x.device),
                         torch.zeros(0, dtype=x.dtype, device=x.device), norm, minimal)
-
-
-# --------------------------------------------------------------------------------------------
-# CPU chunks
-# --------------------------------------------------------------------------------------------
-
-#: On the CPU a batch is attacked in chunks sized so that the model's largest activation (the
-#: largest output of any of its modules) stays under this many bytes per chunk. Why: glibc's
-#: malloc hands a freed buffer of more than a few MB back to the kernel, which maps and zeroes
-#: fresh pages for it at the next pass; below that size memory is reused. Models whose
-#: activations are small (the MLP) are not chunked. Set to 0 to switch chunking off
-#: (``python bench/bench_attacks.py`` measures what it saves).
-CPU_CHUNK_BYTES = 3 * 2**20
-_MIN_CHUNK = 32
-
-_ACTIVATION_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = (
-    weakref.WeakKeyDictionary())
-
-
-def chunk_size(model: nn.Module, x: Tensor) -> int:
-    """How many samples of ``x`` the attacks take at a time on ``model``: all of them unless the
-    model runs on the CPU and its largest activation for the whole batch would exceed
-    :data:`CPU_CHUNK_BYTES` (then at least 32). Each chunk is attacked as a call of its own."""
-    n = x.shape[0]
-    device, dtype = compute_device_dtype(model, x)
-    if device.type != "cpu" or CPU_CHUNK_BYTES <= 0 or n <= _MIN_CHUNK:
-        return n
-    x1 = x[:1].detach().to(device=device, dtype=dtype)
-    key = (tuple(x1.shape[1:]), x1.dtype, x1.device)
-    known = _ACTIVATION_BYTES.setdefault(model, {})
-    if key not in known:  # the sizes depend on the architecture only: probe once
-        known[key] = _largest_activation_bytes(model, x1)
-    return min(n, max(_MIN_CHUNK, CPU_CHUNK_BYTES // max(known[key], 1)))
-
-
-def _largest_activation_bytes(model: nn.Module, x1: Tensor) -> int:
-    """Bytes per sample of the largest tensor any module of ``model`` outputs, from one forward
-    of the single sample ``x1`` (no graph, eval mode)."""
-    largest = 0
-
-    def hook(module: nn.Module, inputs: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, Tensor) and output.ndim:
-            per_sample = output.numel() // max(output.shape[0], 1)
-            largest = max(largest, per_sample * output.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(x1)
-    finally:
-        for h in handles:
-            h.remove()
-    return largest

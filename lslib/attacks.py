@@ -1,7 +1,7 @@
 r"""Adversarial attacks: FGSM, BIM/PGD (L-inf), DeepFool and Carlini-Wagner (L2), batched.
 
 Each attack is written as the paper that introduced it states it; the shared machinery (argument
-checks, eval mode, the model's device and dtype, the exact eps-box, CPU chunks, result assembly)
+checks, eval mode, the model's device and dtype, the exact eps-box, result assembly)
 lives in :mod:`lslib._attack_base`, behind the decorator ``@attack``. Conventions:
 
 - Inputs ``x`` lie in [0, 1], shape (N, ...); labels ``y`` are integer class indices (N,).
@@ -13,8 +13,6 @@ lives in :mod:`lslib._attack_base`, behind the decorator ``@attack``. Convention
 - Nothing is mutated: not ``x``, not the model's parameters, buffers or ``.grad`` (gradients are
   taken with respect to the input only), not the train/eval flag of any submodule (the attack
   runs in eval mode and restores each flag).
-- On the CPU a large batch is attacked in chunks (:func:`chunk_size`): the result is what
-  attacking each chunk on its own returns.
 
 The loss of FGSM and BIM/PGD (``loss=``) is maximised: ``"ce"`` (default), cross-entropy against
 the TRUE label; ``"margin"``, the Carlini-Wagner margin :math:`\max_{j \ne y} z_j - z_y`; or any
@@ -39,7 +37,6 @@ import torch
 from torch import Tensor, nn
 
 from lslib._attack_base import (
-    CPU_CHUNK_BYTES,
     AttackLoss,
     AttackResult,
     at_least,
@@ -49,7 +46,6 @@ from lslib._attack_base import (
     check_model,
     check_x,
     check_y_shape,
-    chunk_size,
     clean_logits,
     compute_device_dtype,
     eval_mode,
@@ -77,8 +73,6 @@ __all__ = [
     "margin",
     "robust_accuracy",
     "ATTACKS",
-    "CPU_CHUNK_BYTES",
-    "chunk_size",
 ]
 
 

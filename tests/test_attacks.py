@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from lslib import _attack_base as B
 from lslib import attacks as A
 from lslib.losses import SmoothCrossEntropyLoss
 
@@ -118,9 +117,8 @@ def test_deepfool_binary_linear_one_step_exact(overshoot):
     torch.testing.assert_close(res.adversarial, x + expected_norm[:, None] * direction,
                                rtol=0, atol=1e-12)
     assert bool(res.success.all())
-    # the chunk-size probe (one sample), clean pass, first iterate, the check after the single
-    # step, the final verdict
-    assert calls == [1, 50, 50, 50, 50]
+    # the clean pass, first iterate, the check after the single step, the final verdict
+    assert calls == [50, 50, 50, 50]
 
 
 @pytest.mark.parametrize("candidates", [2, 3, 6])
@@ -438,73 +436,6 @@ def test_bim_early_stop_returns_the_first_adversarial_iterate():
 # ------------------------------------------------------------------------------------------
 # argument errors
 # ------------------------------------------------------------------------------------------
-
-
-class _WideConv(nn.Module):
-    """A conv net whose first activation (16 x 8 x 8 floats) dwarfs its input and output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 16, 3, padding=1)
-        self.fc = nn.Linear(16 * 8 * 8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-CHUNKED_ATTACKS = {
-    "fgsm": functools.partial(A.fgsm, eps=0.1),
-    "bim": functools.partial(A.bim, eps=0.1, steps=4),
-    "pgd-restarts": functools.partial(A.pgd, eps=0.1, steps=3, restarts=2),
-    "bim-early-stop": functools.partial(A.bim, eps=0.1, steps=4, early_stop=True),
-    "deepfool": functools.partial(A.deepfool, steps=5),
-    "cw": functools.partial(A.carlini_wagner_l2, binary_search_steps=2, steps=8),
-}
-
-
-@pytest.mark.parametrize("name", sorted(CHUNKED_ATTACKS))
-def test_cpu_chunks_equal_the_attack_of_each_chunk(name, monkeypatch):
-    """With the budget set so that 100 samples come in chunks of 40, an attack returns exactly
-    what it returns for each chunk on its own (random starts drawn in chunk order)."""
-    torch.manual_seed(0)
-    model = _WideConv().double()
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(100, 1, 8, 8, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 5, (100,), generator=g)
-    per_sample = 16 * 8 * 8 * 8  # bytes of the conv's output for one sample (float64)
-    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 40 * per_sample)
-    assert A.chunk_size(model, x) == 40
-    attack = CHUNKED_ATTACKS[name]
-    kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
-    sizes = []
-    hook = model.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
-    whole = attack(model, x, y, **kw)
-    hook.remove()
-    assert max(sizes) == 40  # the model never saw more than one chunk at a time
-    kw = {"generator": torch.Generator().manual_seed(5)} if "pgd" in name else {}
-    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)  # each chunk as a call of its own
-    parts = [attack(model, x[i : i + 40], y[i : i + 40], **kw) for i in (0, 40, 80)]
-    assert torch.equal(whole.adversarial, torch.cat([p.adversarial for p in parts]))
-    assert torch.equal(whole.success, torch.cat([p.success for p in parts]))
-    assert torch.equal(whole.norms, torch.cat([p.norms for p in parts]))
-    assert (whole.norm_type, whole.minimal_norm) == (parts[0].norm_type, parts[0].minimal_norm)
-
-
-def test_chunk_size_follows_the_largest_activation(monkeypatch):
-    torch.manual_seed(0)
-    conv, mlp = _WideConv(), _small_mlp()
-    x = torch.rand(1000, 1, 8, 8)
-    per_sample = 16 * 8 * 8 * 4
-    assert A.chunk_size(conv, x) == min(1000, A.CPU_CHUNK_BYTES // per_sample)
-    assert A.chunk_size(mlp, torch.rand(1000, 9)) == 1000  # small activations: one chunk
-    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 10 * per_sample)
-    assert A.chunk_size(conv, x) == 32  # never below 32 samples
-    assert A.chunk_size(conv, x[:20]) == 20  # a small batch is one chunk, without a probe
-    monkeypatch.setattr(B, "CPU_CHUNK_BYTES", 0)
-    assert A.chunk_size(conv, x) == 1000
-    conv.train()
-    A.chunk_size(conv, x)
-    assert conv.training  # the probe restores the mode
 
 
 @pytest.mark.parametrize(
