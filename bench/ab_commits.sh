@@ -14,6 +14,8 @@ base=${1:?usage: bench/ab_commits.sh BASE [ROUNDS]}
 rounds=${2:-2}
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-$root/.venv/bin/python}
+LSLIB_DATA=$(cd "${LSLIB_DATA:?set LSLIB_DATA to the data folder}" && pwd)  # both trees find it
+export LSLIB_DATA
 old=$(mktemp -d)
 trap 'git -C "$root" worktree remove --force "$old/tree" >/dev/null 2>&1 || true; rm -rf "$old"' EXIT
 git -C "$root" worktree add -q --detach "$old/tree" "$base"
@@ -24,7 +26,7 @@ one() {  # tree tag
   (cd "$1" && /usr/bin/time -f "$2: %U user %S sys %e wall" env PYTHONPATH="$1" "$py" -m lslib \
     reproduce mnist-linear mnist-lenet --methods SLS --alphas 0.4 --baselines natural \
     --n-test 200 --threads 1 --no-progress --out "$d/o.csv" --cache "$d/cache" \
-    >/dev/null 2>"$d/err"; tail -1 "$d/err")
+    >/dev/null 2>"$d/err" || { echo "$2: FAILED"; tail -3 "$d/err"; }; tail -1 "$d/err")
   rm -rf "$d"
 }
 for r in $(seq "$rounds"); do
