@@ -1,7 +1,9 @@
 """Probe: the validation loss after ONE epoch of the original MLP training at several learning
-rates, to compare with the authors' own saved MLP (``model_dict/MNIST_Linear.pt`` at their commit
-dc3c764: 0.6171 after its first epoch, natural training then). Which learning rate trained the
-tables' models is not recorded in their repository; this narrows it down.
+rates. It was written to date the authors' saved MLP (``model_dict/MNIST_Linear.pt`` at their
+commit dc3c764), whose first recorded validation loss, 0.6171, was read as that of epoch 1. It is
+not: at dc3c764 the loss is recorded from epoch 20 on, the first PGD epoch, so this comparison
+dates nothing. The learning rate of the tables' models is known from the code instead (0.1, see
+``lslib.original``); the probe stays as a measurement of how fast each rate trains.
 
     python bench/original_lr_probe.py 0.01 0.001 0.05
 """
