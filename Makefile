@@ -66,18 +66,18 @@ sync: $(STAMP)
 
 test: lint pytest notebooks
 
-# The execution cache is keyed by a notebook's code, not by the committed results it reads: when
-# results/ changes (a new run, a recomputed table), the cache is emptied so no page shows stale
-# numbers.
-RESULTS_DIGEST = find results -type f ! -name '*.journal.jsonl' ! -name '*.lock' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
+# The execution cache is keyed by a notebook's code, not by what that code reads or calls: when
+# results/ or lslib/ changes (a new run, a recomputed table, a fixed helper), the cache is emptied
+# so that no page shows stale outputs.
+INPUTS_DIGEST = find results lslib -type f ! -name '*.journal.jsonl' ! -name '*.lock' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
 
 book: $(STAMP)
-	@mkdir -p _build; digest=$$($(RESULTS_DIGEST)); \
-	if [ "$$(cat _build/.results-digest 2>/dev/null)" != "$$digest" ]; then \
-		echo "results/ changed since the last build: emptying the execution cache"; \
+	@mkdir -p _build; digest=$$($(INPUTS_DIGEST)); \
+	if [ "$$(cat _build/.inputs-digest 2>/dev/null)" != "$$digest" ]; then \
+		echo "results/ or lslib/ changed since the last build: emptying the execution cache"; \
 		rm -rf _build/.jupyter_cache; fi; \
 	$(VENV)/bin/jupyter-book build . --all --path-output . -W -n --keep-going \
-		&& echo "$$digest" > _build/.results-digest
+		&& echo "$$digest" > _build/.inputs-digest
 
 # Debian's chromium, driven by Playwright (no browser download): needs root and apt the first time.
 chromium:

@@ -116,9 +116,12 @@ def audit_provenance(*metas: Mapping[str, Any]) -> dict[str, str]:
                        f"(missing: {', '.join(partial['models_missing'])})" if partial else ""))
         epochs.append(f"{setup.table_name}: {1 if options.get('quick') else setup.epochs}")
         seconds = float(partial["attack_seconds"] if partial else meta["wall_seconds"])
+        resumed = options.get("from_journal") or []
         wall.append(f"{setup.table_name}: " + _minutes(seconds)
                     + (" of attacks (the finished models)" if partial
-                       else " (the audit, and training the models the cache lacked)"))
+                       else " (the audit, and training the models the cache lacked)")
+                    + (f", plus {len(resumed)} models read back from the journal of earlier "
+                       f"runs of the same command" if resumed and not partial else ""))
         devices.append(str(meta["device"]))
         commits.append(str(meta["git_commit"])[:7]
                        + (" (with uncommitted changes)" if meta.get("git_dirty") else ""))

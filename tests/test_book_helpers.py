@@ -135,6 +135,11 @@ def test_audit_provenance():
     assert "MNIST Linear" in both["data"] and "MNIST LeNet" in both["data"]
     assert "PARTIAL: 1 of 3 models (missing: ALS 0.4, PGD-AT)" in both["data"]
     assert "10 min of attacks" in both["wall time"]
+    # a complete run that read some models back from its journal says so
+    resumed = json.loads(json.dumps(meta))
+    resumed["options"]["from_journal"] = [{"model": "natural", "provenance": "not recorded"}]
+    assert "plus 1 models read back from the journal" in book.audit_provenance(resumed)[
+        "wall time"]
     with pytest.raises(ValueError):
         book.audit_provenance()
 
