@@ -323,12 +323,15 @@ class OriginalConfig:
 
     def train_fresh(self, *, device: torch.device, data_root: str | None = None,
                     download: bool = False, progress: bool = False,
-                    cache: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-        """Train from the seed (runner seam); the ``start_from`` checkpoint is read from (or
-        trained into) the model cache, and so is the per-epoch state of a training that is
-        interrupted (``$LSLIB_CACHE``, default ``~/.cache/lslib/models``)."""
+                    cache: Path | None = None, start_state: dict[str, Tensor] | None = None
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Train from the seed (runner seam). ``start_state``: the weights of ``start_from``
+        (the runner trains that model first, as a model of its own, and hands it here); without
+        it they are read from (or trained into) the model cache ``cache`` (default
+        ``$LSLIB_CACHE``, else ``~/.cache/lslib/models``), where the per-epoch state of an
+        interrupted training is kept too."""
         return train_original(self, device=device, data_root=data_root, download=download,
-                              cache=cache, progress=progress)
+                              cache=cache, progress=progress, start_state=start_state)
 
 
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
@@ -403,7 +406,9 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
                    cache: Path | None = None, progress: bool = False,
                    log: Callable[[str], None] | None = None,
                    max_batches: int | None = None,
-                   stop_after_epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                   stop_after_epochs: int | None = None,
+                   start_state: dict[str, Tensor] | None = None
+                   ) -> tuple[nn.Module, dict[str, Any]]:
     """Train as the original trained (see the module docstring). Returns the model (eval mode)
     and a record (seconds, per-epoch seconds, validation losses, learning rates).
 
@@ -412,15 +417,19 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
     (``kill -9`` included) resumes from the last finished epoch, with the same result as an
     uninterrupted run. The file is removed when training ends. ``max_batches`` stops after that
     many batches (timing only, nothing saved); ``stop_after_epochs`` returns after that many
-    epochs of this call, leaving the partial file (tests)."""
+    epochs of this call, leaving the partial file (tests). ``start_state``: the weights of
+    ``config.start_from`` (else read from, or trained into, the model cache)."""
     from lslib.experiments import atomic_write, cache_dir, provenance
 
     device = torch.device(device)
     torch.manual_seed(config.seed)
     model = config.build()
     if config.start_from is not None:
-        model.load_state_dict(_checkpoint(config.start_from, device, data_root, download, cache,
+        model.load_state_dict(start_state if start_state is not None else
+                              _checkpoint(config.start_from, device, data_root, download, cache,
                                           log))
+        torch.manual_seed(config.seed)  # dropout's draws: the same whether the checkpoint was
+        # handed in, read from the cache or trained just now
     model.to(device)
     x_train, y_train = _data(config, "train", data_root, download)
     x_test, y_test = _data(config, "test", data_root, download)

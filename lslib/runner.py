@@ -16,7 +16,11 @@ Two ways to execute the same jobs (:class:`Execution`):
   machine, ``ray start --address=HEAD:6379`` on the others). Model training and jobs become Ray
   tasks (one CPU each, ``gpus_per_task`` GPUs each); trained weights come back to the driver, which
   caches them and hands them to the jobs through Ray's object store, so the workers need the data
-  (``LSLIB_DATA`` or ``data_root`` on every machine) but no shared disk. A worker that dies
+  (``LSLIB_DATA`` or ``data_root`` on every machine) but no shared disk. A model whose training
+  starts from another (:attr:`ModelSpec.needs`: the original protocol's LeNets start from one
+  natural checkpoint) is trained after that one, which is trained once and handed over the same
+  way. The one thing a worker writes is the per-epoch state of a training that can be resumed
+  (the original protocol's), in the cache folder's path on its own machine. A worker that dies
   mid-task (killed, out of memory, a machine lost) is replaced and its task retried by Ray
   (:data:`MAX_RETRIES`); an exception raised by lslib's own code is not retried but raised in the
   driver.
@@ -134,6 +138,13 @@ class ModelSpec:
     def key(self) -> str:
         return self.config.key()
 
+    @property
+    def needs(self) -> tuple[ModelSpec, ...]:
+        """The models this one's training starts from (a config's ``start_from``, as the
+        original protocol's LeNet has): trained first, once, and handed to its training."""
+        start = getattr(self.config, "start_from", None)
+        return () if start is None else (ModelSpec(self.setup, start),)
+
 
 @dataclass(frozen=True, eq=False)
 class Job:
@@ -157,6 +168,7 @@ class _Where:
     threads: int | None
     progress: bool  # training bars (embedded only)
     keep_freed_memory: bool = False  # set the worker's allocator before its first task
+    cache: str | None = None  # the model cache's folder: where a training keeps its partial state
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,8 +202,10 @@ def _threads(n: int | None, where: _Where | None = None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_task(spec: ModelSpec, where: _Where) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Train ``spec``'s model from its seed; returns its CPU state dict and training record."""
+def train_task(spec: ModelSpec, where: _Where, *start_states: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train ``spec``'s model from its seed (and from the weights ``start_states`` of
+    ``spec.needs``); returns its CPU state dict and training record."""
     from lslib.experiments import SETUPS, train_fresh
 
     device = _task_device(where)
@@ -199,7 +213,9 @@ def train_task(spec: ModelSpec, where: _Where) -> tuple[dict[str, torch.Tensor],
     if own is not None:
         with _threads(where.threads, where):
             model, record = own(device=device, data_root=where.data_root,
-                                download=where.download, progress=where.progress)
+                                download=where.download, progress=where.progress,
+                                cache=None if where.cache is None else Path(where.cache),
+                                start_state=start_states[0] if start_states else None)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}, record
     with _threads(where.threads, where):
         model, record = train_fresh(SETUPS[spec.setup], spec.config, device=device,
@@ -288,13 +304,14 @@ def run_jobs(jobs: Sequence[Job], on_result: OnResult, *, execution: Execution |
     root = None if data_root is None else str(data_root)
     if not execution.distributed:
         where = _Where(root, download, None if device is None else str(device),
-                       execution.task_threads(), progress)
+                       execution.task_threads(), progress, cache=str(store.dir.resolve()))
         return _run_embedded(jobs, on_result, store, where, on_event)
     if device is not None and torch.device(device).type == "cuda" and not execution.gpus_per_task:
         raise ValueError("with Ray, ask for GPUs with gpus_per_task (--gpus-per-task), "
                          "not device='cuda'")
     where = _Where(root, download, None if execution.gpus_per_task else "cpu",
-                   execution.task_threads(), False, execution.keep_freed_memory)
+                   execution.task_threads(), False, execution.keep_freed_memory,
+                   str(store.dir.resolve()))
     return _run_ray(jobs, on_result, store, where, execution, log, on_event)
 
 
@@ -302,24 +319,31 @@ def _run_embedded(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where
                   on_event: Callable[[str, Any], None]) -> int:
     states: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # the last few models
     trained = 0
+
+    def ensure(spec: ModelSpec) -> tuple[dict, dict]:
+        nonlocal trained
+        if spec.key in states:
+            states.move_to_end(spec.key)
+            return states[spec.key]
+        got = store.load(spec.key)
+        if got is None:
+            starts = [ensure(need)[0] for need in spec.needs]
+            on_event("train", spec)
+            got = train_task(spec, where, *starts)
+            store.save(spec.key, *got)
+            trained += 1
+            on_event("trained", spec)
+        states[spec.key] = got
+        while len(states) > 4:
+            states.popitem(last=False)
+        return got
+
     for job in jobs:
-        for spec in job.models:
-            if spec.key in states:
-                states.move_to_end(spec.key)
-                continue
-            got = store.load(spec.key)
-            if got is None:
-                on_event("train", spec)
-                got = train_task(spec, where)
-                store.save(spec.key, *got)
-                trained += 1
-                on_event("trained", spec)
-            states[spec.key] = got
-            while len(states) > 4:
-                states.popitem(last=False)
+        got = [ensure(spec) for spec in job.models]
         on_event("start", job)
-        result, ran_on = job_task(job, where, *(states[s.key][0] for s in job.models))
-        on_result(job, result, {s.key: states[s.key][1] for s in job.models}, ran_on)
+        result, ran_on = job_task(job, where, *(state for state, _ in got))
+        on_result(job, result, {s.key: record for s, (_, record) in zip(job.models, got,
+                                                                          strict=True)}, ran_on)
     return trained
 
 
@@ -382,18 +406,37 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
                     still.append(job)
             waiting = still
 
+        untrained: list[ModelSpec] = []  # to train once the models they start from are there
+
+        def want(spec: ModelSpec) -> None:
+            if spec.key in state_refs or spec.key in training:
+                return
+            got = store.load(spec.key)
+            if got is not None:
+                state_refs[spec.key] = ray.put(got[0])
+                records[spec.key] = got[1]
+                return
+            training.add(spec.key)
+            for need in spec.needs:
+                want(need)
+            untrained.append(spec)
+
+        def train_ready() -> None:
+            nonlocal untrained
+            still = []
+            for spec in untrained:
+                if all(n.key in state_refs for n in spec.needs):
+                    on_event("train", spec)
+                    ref = train_remote.remote(spec, where, *(state_refs[n.key] for n in spec.needs))
+                    in_flight[ref] = ("model", spec)
+                else:
+                    still.append(spec)
+            untrained = still
+
         for job in jobs:  # models: from the cache, or trained (once each)
             for spec in job.models:
-                if spec.key in state_refs or spec.key in training:
-                    continue
-                got = store.load(spec.key)
-                if got is not None:
-                    state_refs[spec.key] = ray.put(got[0])
-                    records[spec.key] = got[1]
-                else:
-                    on_event("train", spec)
-                    training.add(spec.key)
-                    in_flight[train_remote.remote(spec, where)] = ("model", spec)
+                want(spec)
+        train_ready()
         submit_ready()
         while in_flight:
             done, _ = ray.wait(list(in_flight), num_returns=1)
@@ -406,6 +449,7 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
                 on_event("trained", what)
                 state_refs[what.key] = ray.put(state)
                 records[what.key] = record
+                train_ready()
                 submit_ready()
             else:
                 result, ran_on = value

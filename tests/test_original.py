@@ -342,3 +342,39 @@ def test_training_resumes_after_an_interruption_with_the_same_result(tmp_path):
     assert not (tmp_path / "b" / f"{config.key()}.partial.pt").exists()
     for k, v in whole.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def _lenet_sweep():
+    from lslib.experiments import Sweep
+
+    return Sweep(setups=("mnist-lenet",), protocols=("original",), methods=("SLS", "ALS"),
+                 alphas=(0.4,), baselines=("natural",), attacks=("clean",), quick=True,
+                 data_source="synthetic")
+
+
+def test_the_runner_trains_lenets_start_checkpoint_once_into_the_given_cache(
+        tmp_path, monkeypatch):
+    """The LeNet's natural checkpoint is a model of its own: trained once, before the three
+    models that start from it, saved in ``--cache`` (not in $LSLIB_CACHE); the models trained
+    from it are those of a direct ``train_original`` (which trains the checkpoint itself)."""
+    from lslib._files import read_cache_entry
+    from lslib.experiments import SETUPS, read_results, run_sweep
+
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("LSLIB_CACHE", str(elsewhere))
+    sweep, cache = _lenet_sweep(), tmp_path / "cache"
+    trained = []
+    run_sweep(sweep, tmp_path / "o.csv", cache=cache, progress=False, device="cpu",
+              log=trained.append)
+    assert len(read_results(tmp_path / "o.csv")) == 3
+    configs = [orig.train_config(SETUPS["mnist-lenet"], d, quick=True, data_source="synthetic")
+               for d in sweep.defences()]
+    start = configs[0].start_from
+    assert all(c.start_from == start for c in configs)
+    assert {p.name for p in cache.iterdir()} == {f"{c.key()}.pt" for c in [start, *configs]}
+    assert not elsewhere.exists()  # no checkpoint, no partial state outside the given cache
+    for config in configs:
+        direct, _ = orig.train_original(config, cache=tmp_path / "direct")
+        state, _ = read_cache_entry(cache / f"{config.key()}.pt")
+        for name, value in direct.state_dict().items():
+            assert torch.equal(state[name], value), (config.method, name)

@@ -390,3 +390,31 @@ def test_one_progress_bar_counts_the_whole_sweep_with_the_rows_in_flight(tmp_pat
     # resumed: the bar starts at the rows already done
     run_sweep(sweep, tmp_path / "r.csv", cache=tmp_path / "cache", device="cpu", progress=True)
     assert f"{total}/{total}" in capsys.readouterr().err
+
+
+def test_ray_trains_a_start_checkpoint_first_and_once(tmp_path, ray_address):
+    """The original protocol's LeNets start from one natural checkpoint: on Ray it is trained
+    once, before the models that need it (not once per worker), and the table is the embedded
+    one."""
+    from lslib.experiments import Sweep
+
+    sweep = Sweep(setups=("mnist-lenet",), protocols=("original",), methods=("SLS", "ALS"),
+                  alphas=(0.4,), baselines=("natural",), attacks=("clean",), quick=True,
+                  data_source="synthetic")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_sweep(sweep, tmp_path / "one.csv", cache=tmp_path / "one", progress=False,
+                  device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    run_sweep(sweep, tmp_path / "ray.csv", cache=tmp_path / "ray", progress=False,
+              execution=Execution(address=ray_address))
+    meta = json.loads((tmp_path / "ray.csv.meta.json").read_text())
+    assert meta["sessions"][0]["models_trained"] == 4  # the checkpoint and the three
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir())
+    pd.testing.assert_frame_equal(_stable(read_results(tmp_path / "ray.csv")),
+                                  _stable(read_results(tmp_path / "one.csv")))
