@@ -548,6 +548,13 @@ def _test_split(setup_name: str, data_source: str, root: str | None, seed: int,
                  data_source=data_source, root=root, seed=seed, download=download)
 
 
+def sweep_test_split(setup_name: str, data_source: str, data_root: str | None, seed: int,
+                     download: bool = False) -> TensorData:
+    """The test split a sweep's rows attack (its sweep seed ``seed``; the seed matters for
+    synthetic data only): what a tool that re-runs a committed row must load."""
+    return _test_split(setup_name, data_source, data_root, seed + 7, download)
+
+
 def train_fresh(setup: SetUp, config: TrainConfig, *, device: torch.device, data_root=None,
                 download: bool = False, progress: bool = True,
                 log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -865,7 +872,7 @@ def row_job(models: list[nn.Module], device: torch.device, *, row: Row, protocol
             download: bool) -> dict[str, Any]:
     """One row's numbers (a :class:`lslib.runner.Job` function, run in the driver or a worker)."""
     setup = SETUPS[row.setup]
-    test = _test_split(setup.name, data_source, data_root, seed + 7, download)
+    test = sweep_test_split(setup.name, data_source, data_root, seed, download)
     if protocol.engine == "original":
         from lslib.original import evaluate
 

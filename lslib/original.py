@@ -110,6 +110,7 @@ __all__ = [
     "smooth_cross_entropy",
     "smooth_label",
     "tanh_space_maps",
+    "test_slice",
     "train_config",
     "train_original",
 ]
@@ -757,15 +758,20 @@ def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps:
     return _Result(correct / len(y), clean / len(y), norms)
 
 
+def test_slice(test: Any, n: int) -> tuple[Tensor, Tensor]:
+    """The ``n`` test images the original protocol attacks, as the original's inputs, and their
+    labels: those after the validation slice (from :data:`TEST_OFFSET`), or the last ``n`` of a
+    test set too small for that (synthetic data)."""
+    offset = TEST_OFFSET if len(test.y) >= TEST_OFFSET + n else max(0, len(test.y) - n)
+    return from_pixels(test.x[offset:offset + n]), test.y[offset:offset + n]
+
+
 def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
              config: OriginalConfig) -> dict[str, Any]:
     """One row of the sweep under the original protocol (called by
     :func:`lslib.experiments.row_job`): the test slice after the validation images, the
     protocol's iteration counts and :attr:`Protocol.switches`."""
-    n = protocol.sizes(setup, row.attack) or len(test.y)
-    offset = TEST_OFFSET if len(test.y) >= TEST_OFFSET + n else max(0, len(test.y) - n)
-    x = from_pixels(test.x[offset:offset + n])
-    y = test.y[offset:offset + n]
+    x, y = test_slice(test, protocol.sizes(setup, row.attack) or len(test.y))
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     torch.manual_seed(0)
@@ -818,12 +824,14 @@ SWITCH_ATTACKS: dict[str, tuple[str, ...]] = {
 def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float = 0.0,
                method: str | None = None, temperature: float = 0.001,
                steps: dict[str, int] | None = None,
-               switches: tuple[str, ...] = tuple(SWITCH_ATTACKS)) -> Any:
+               switches: tuple[str, ...] = tuple(SWITCH_ATTACKS),
+               attacks: tuple[str, ...] = ("FGSM", "BIM", "DeepFool", "CW")) -> Any:
     """Each bug turned off alone: per switch and attack it acts on, the accuracy with every bug
     (``Switches()``), with that one switch set to its correct value, and the change; then every
     attack with all bugs off (``Switches.fixed()``, switch "all"). ``model`` is an original-style
     model (softmax, float64; see :class:`AsOriginal`), ``x`` in [-0.5, 0.5]. FGSM and BIM use
-    ``eps``. Returns a :class:`pandas.DataFrame` (switch, attack, with_bug, without, change)."""
+    ``eps``; only the attacks in ``attacks`` run. Returns a :class:`pandas.DataFrame` (switch,
+    attack, with_bug, without, change)."""
     import pandas as pd
 
     fixed = Switches.fixed()
@@ -839,11 +847,11 @@ def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: flo
     rows = []
     for name in switches:
         one_off = dataclasses.replace(Switches(), **{name: getattr(fixed, name)})
-        for attack in SWITCH_ATTACKS[name]:
+        for attack in (a for a in SWITCH_ATTACKS[name] if a in attacks):
             bug, off = run(attack, Switches()), run(attack, one_off)
             rows.append({"switch": name, "attack": attack, "with_bug": bug, "without": off,
                          "change": off - bug})
-    for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+    for attack in attacks:
         bug, off = run(attack, Switches()), run(attack, fixed)
         rows.append({"switch": "all", "attack": attack, "with_bug": bug, "without": off,
                      "change": off - bug})

@@ -74,7 +74,7 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
     come from the model cache (``cache``; they are never trained here)."""
     from lslib import attacks
     from lslib._files import read_cache_entry
-    from lslib.experiments import PROTOCOLS, SETUPS, _test_split, cache_dir, read_results
+    from lslib.experiments import PROTOCOLS, SETUPS, cache_dir, read_results, sweep_test_split
     from lslib.models import build_model
 
     rows = read_results(table)
@@ -90,7 +90,7 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         model = build_model(setup.model)
         model.load_state_dict(read_cache_entry(path)[0])
         model.eval()
-        test = _test_split(row.setup, row.data_source, data_root, int(row.seed), False)
+        test = sweep_test_split(row.setup, row.data_source, data_root, int(row.seed), False)
         x, y = test.x[:int(row.n)], test.y[:int(row.n)]  # the row's images, as the runner took them
         res = attacks.deepfool(model, x, y, **PROTOCOLS["strong"].deepfool)
         accuracy = 1.0 - float(res.success.double().mean())

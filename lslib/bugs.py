@@ -1,0 +1,150 @@
+"""Which bug carries which cell: the original protocol's models, one bug turned off at a time.
+
+For every model of a committed original-protocol table (``python -m lslib reproduce SETUP
+--protocol original``), :func:`bugs_of_table` attacks the model again on the row's test images
+with :func:`lslib.original.bug_ladder`: with every deviation of the original code
+(:class:`lslib.original.Switches`), with each one turned off alone, and with all of them off
+(the same protocol run by correct code). The attack with every bug must give the table's
+accuracy, which is checked, so the ladder explains the committed cells and not look-alikes.
+FGSM and BIM are run at the budgets ``eps`` (the paper's units); DeepFool and CW have none.
+
+The book's tables chapter reads what this writes::
+
+    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
+        --out results/mnist-linear-original-bugs.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+__all__ = ["DEFAULT_EPS", "bugs_of_table"]
+
+#: FGSM/BIM budgets of the ladder (paper units): a small one and the paper's largest MNIST ones.
+DEFAULT_EPS = (0.1, 0.2, 0.3)
+COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
+           "with_bug", "without", "change"]
+
+
+def _cell(rows: pd.DataFrame, attack: str, eps: float | None) -> float | None:
+    """The table's accuracy for ``attack`` (at ``eps`` for FGSM and BIM), None if not run."""
+    hit = rows[rows["attack"] == attack]
+    if eps is not None:
+        hit = hit[(hit["eps"] - eps).abs() < 1e-9]
+    return None if hit.empty else float(hit["accuracy"].iloc[0])
+
+
+def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
+                  eps: Sequence[float] = DEFAULT_EPS, data_root: str | None = None,
+                  log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """The bug ladder of every model of the original-protocol rows of ``table`` (models from
+    the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps``. One row
+    per model, budget, switch and attack (DeepFool and CW once per model, with ``eps`` NaN)."""
+    from lslib import original
+    from lslib._files import read_cache_entry
+    from lslib.experiments import PROTOCOLS, SETUPS, cache_dir, read_results, sweep_test_split
+
+    bad = [e for e in eps if not 0 <= e <= 1]
+    if bad or not eps:
+        raise ValueError(f"eps must be one or more budgets in [0, 1], got {list(eps)}")
+    rows = read_results(table)
+    rows = rows[rows["protocol"] == "original"]
+    if rows.empty:
+        from lslib._checks import BadFileError
+
+        raise BadFileError(table, "no row of the original protocol",
+                           "give a table written by `python -m lslib reproduce SETUP "
+                           "--protocol original`")
+    out = []
+    for key, model_rows in rows.groupby("model_key", sort=False):
+        first = model_rows.iloc[0]
+        setup = SETUPS[first["setup"]]
+        path = cache_dir(cache) / f"{key}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {key} ({first['defence']} {first['alpha']}) is not "
+                                    f"in the model cache {path.parent}: run the sweep first")
+        state, record = read_cache_entry(path)
+        config = json.loads(record["config"])
+        model = original.MODELS[config["model"]]().double()
+        model.load_state_dict(state)
+        model.eval()
+        test = sweep_test_split(first["setup"], first["data_source"], data_root,
+                                int(first["seed"]))
+        protocol = PROTOCOLS["original"]
+        protocol = protocol.quick() if str(first["quick"]) == "True" else protocol
+        steps = {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
+                 "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+        kw = dict(alpha=config["alpha"], method=config["method"],
+                  temperature=config["temperature"], steps=steps)
+        for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+            cells = model_rows[model_rows["attack"] == attack]
+            if cells.empty:
+                continue
+            n = int(cells["n"].iloc[0])  # the row's images: the same slice as the table's
+            x, y = original.test_slice(test, n)
+            for e in eps if attack in ("FGSM", "BIM") else (math.nan,):
+                torch.manual_seed(0)
+                ladder = original.bug_ladder(model, x, y, eps=e * setup.eps_scale,
+                                             attacks=(attack,), **kw)
+                want = _cell(cells, attack, None if math.isnan(e) else e)
+                got = float(ladder["with_bug"].iloc[0])
+                if want is not None and abs(want - got) > 1e-9:
+                    raise RuntimeError(
+                        f"{attack} keeps {got:.4f} on {first['defence']} {first['alpha']} of "
+                        f"{first['setup']}, the table {want:.4f}: the model or the attack is "
+                        "not the one that made the table")
+                out.append(ladder.assign(setup=first["setup"], defence=first["defence"],
+                                         alpha=first["alpha"], T=first["T"], model_key=key,
+                                         n=n, eps=e))
+        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
+    return pd.concat(out)[COLUMNS].reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from lslib import _cli
+    from lslib.experiments import atomic_write, provenance
+
+    ap = _cli.OneLineParser(prog="python -m lslib.bugs", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", type=_cli.existing_file(),
+                    help="an original-protocol results CSV")
+    ap.add_argument("--cache", default=None, help="model cache (default $LSLIB_CACHE)")
+    ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=DEFAULT_EPS,
+                    help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
+                         "(default: 0.1,0.2,0.3)")
+    ap.add_argument("--out", type=_cli.output_file(), required=True)
+    ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+
+    def run() -> int:
+        found = bugs_of_table(args.table, cache=args.cache, eps=args.eps)
+        out = Path(args.out)
+        atomic_write(out, lambda p: found.to_csv(p, index=False))
+        meta: dict[str, Any] = {
+            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
+            "table": Path(args.table).as_posix(), "eps": args.eps, "threads": args.threads,
+            "started": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
+            **provenance("cpu")}
+        atomic_write(out.with_name(out.name + ".meta.json"),
+                     lambda p: p.write_text(json.dumps(meta, indent=1, default=str) + "\n"))
+        return 0
+
+    return _cli.report_user_errors(ap.prog, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

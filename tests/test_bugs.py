@@ -1,0 +1,63 @@
+"""lslib.bugs: the bug ladder of an original-protocol table's models, checked against the table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lslib import bugs, original
+
+
+def _table(tmp_path):
+    from lslib.experiments import Sweep, run_sweep
+
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), baselines=("natural",),
+                  attacks=("FGSM", "BIM", "DeepFool", "CW"), eps=(0.1, 0.3), quick=True,
+                  data_source="synthetic")
+    out = tmp_path / "t.csv"
+    run_sweep(sweep, out, cache=tmp_path / "cache", progress=False, device="cpu")
+    return out
+
+
+def test_the_ladder_of_every_model_starts_from_the_tables_cells(tmp_path):
+    out = _table(tmp_path)
+    table = pd.read_csv(out)
+    got = bugs.bugs_of_table(out, cache=tmp_path / "cache", eps=(0.1, 0.3), log=lambda m: None)
+    assert set(got["defence"]) == {"SLS", "natural"}
+    # per model: every switch of its attacks at each FGSM/BIM budget, DeepFool and CW once
+    per_model = sum(len(a) for a in original.SWITCH_ATTACKS.values()) + 4
+    fgsm_bim = sum(a in ("FGSM", "BIM") for v in original.SWITCH_ATTACKS.values() for a in v) + 2
+    assert len(got) == 2 * (per_model + fgsm_bim)
+    # the "with every bug" accuracy is the table's cell, for each model, attack and budget
+    for row in table.itertuples():
+        hit = got[(got["defence"] == row.defence) & (got["attack"] == row.attack)]
+        if row.attack in ("FGSM", "BIM"):
+            hit = hit[hit["eps"] == row.eps]
+        assert (hit["with_bug"] == row.accuracy).all() and len(hit) > 0
+    assert (got["change"] == got["without"] - got["with_bug"]).all()
+    # a table the attacks do not reproduce is refused
+    table["accuracy"] = table["accuracy"] + 0.5
+    table.to_csv(out, index=False)
+    with pytest.raises(RuntimeError, match="not the one"):
+        bugs.bugs_of_table(out, cache=tmp_path / "cache", eps=(0.1,), log=lambda m: None)
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return bugs.main(argv)
+    except SystemExit as exc:  # argparse's errors
+        return int(exc.code)
+
+
+def test_the_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
+    paper = tmp_path / "p.csv"
+    pd.DataFrame({"protocol": ["paper"]}).to_csv(paper, index=False)
+    out = ["--out", str(tmp_path / "o.csv")]
+    for argv, says in [([str(tmp_path / "missing.csv"), *out], "missing.csv"),
+                       ([str(paper), "--eps", "1.5", *out], "--eps"),
+                       ([str(paper), *out], "no row of the original protocol")]:
+        assert _exit_code(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.csv").exists()
