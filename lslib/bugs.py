@@ -8,10 +8,16 @@ with :func:`lslib.original.bug_ladder`: with every deviation of the original cod
 accuracy, which is checked, so the ladder explains the committed cells and not look-alikes.
 FGSM and BIM are run at the budgets ``eps`` (the paper's units); DeepFool and CW have none.
 
+With ``--cw-iterations 10,20,30,50`` it writes instead CW's accuracy on every model with each
+of those numbers of Adam steps per binary-search step (:func:`cw_iterations_of_table`): the
+original's command line sets that number and does not record it.
+
 The book's tables chapter reads what this writes::
 
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
         --out results/mnist-linear-original-bugs.csv
+    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
+        --cw-iterations 10,20,30,50 --out results/mnist-linear-original-cw-iterations.csv
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["DEFAULT_EPS", "bugs_of_table"]
+__all__ = ["DEFAULT_EPS", "bugs_of_table", "cw_iterations_of_table"]
 
 #: FGSM/BIM budgets of the ladder (paper units): a small one and the paper's largest MNIST ones.
 DEFAULT_EPS = (0.1, 0.2, 0.3)
@@ -44,6 +50,89 @@ def _cell(rows: pd.DataFrame, attack: str, eps: float | None) -> float | None:
     return None if hit.empty else float(hit["accuracy"].iloc[0])
 
 
+def _original_rows(table: str | Path) -> pd.DataFrame:
+    from lslib._checks import BadFileError
+    from lslib.experiments import read_results
+
+    rows = read_results(table)
+    rows = rows[rows["protocol"] == "original"]
+    if rows.empty:
+        raise BadFileError(table, "no row of the original protocol",
+                           "give a table written by `python -m lslib reproduce SETUP "
+                           "--protocol original`")
+    return rows
+
+
+def _config(key: str, cache: str | Path | None) -> dict[str, Any]:
+    from lslib._files import read_cache_entry
+    from lslib.experiments import cache_dir
+
+    return json.loads(read_cache_entry(cache_dir(cache) / f"{key}.pt")[1]["config"])
+
+
+def _steps(protocol: Any) -> dict[str, int]:
+    return {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
+            "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+
+
+def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
+            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, Any, Any]]:
+    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), the test
+    split its rows attacked and the original protocol as they ran it (quick or not)."""
+    from lslib import original
+    from lslib._files import read_cache_entry
+    from lslib.experiments import PROTOCOLS, cache_dir, sweep_test_split
+
+    for key, model_rows in rows.groupby("model_key", sort=False):
+        first = model_rows.iloc[0]
+        path = cache_dir(cache) / f"{key}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {key} ({first['defence']} {first['alpha']}) is not "
+                                    f"in the model cache {path.parent}: run the sweep first")
+        state, record = read_cache_entry(path)
+        model = original.MODELS[json.loads(record["config"])["model"]]().double()
+        model.load_state_dict(state)
+        model.eval()
+        test = sweep_test_split(first["setup"], first["data_source"], data_root,
+                                int(first["seed"]))
+        protocol = PROTOCOLS["original"]
+        yield (key, model_rows, model, test,
+               protocol.quick() if str(first["quick"]) == "True" else protocol)
+
+
+def cw_iterations_of_table(table: str | Path, iterations: Sequence[int], *,
+                           cache: str | Path | None = None, data_root: str | None = None,
+                           log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """The original CW's accuracy on every model of ``table`` with each number of Adam steps
+    per binary-search step in ``iterations`` (the original's ``--num_iter_attack``, which its
+    command lines do not record), on the CW rows' test images; the count the table used must
+    give the table's cell, which is checked."""
+    from lslib import original
+
+    rows = _original_rows(table)
+    out = []
+    for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
+        cells = model_rows[model_rows["attack"] == "CW"]
+        if cells.empty:
+            continue
+        first, n = cells.iloc[0], int(cells["n"].iloc[0])
+        x, y = original.test_slice(test, n)
+        for count in iterations:
+            steps = {**_steps(protocol), "cw": int(count)}
+            acc = original.attack_accuracy(model, x, y, "CW", steps=steps).accuracy
+            if count == protocol.cw["steps"] and abs(acc - float(first["accuracy"])) > 1e-9:
+                raise RuntimeError(f"CW keeps {acc:.4f} on {first['defence']} {first['alpha']} "
+                                   f"of {first['setup']}, the table {float(first['accuracy']):.4f}"
+                                   ": the model or the attack is not the one that made the table")
+            out.append({"setup": first["setup"], "defence": first["defence"],
+                        "alpha": first["alpha"], "T": first["T"], "model_key": key, "n": n,
+                        "binary_search_steps": protocol.cw["binary_search_steps"],
+                        "iterations": int(count), "accuracy": acc,
+                        "in_table": count == protocol.cw["steps"]})
+        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
+    return pd.DataFrame(out)
+
+
 def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
                   eps: Sequence[float] = DEFAULT_EPS, data_root: str | None = None,
                   log: Callable[[str], Any] = print) -> pd.DataFrame:
@@ -51,39 +140,18 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps``. One row
     per model, budget, switch and attack (DeepFool and CW once per model, with ``eps`` NaN)."""
     from lslib import original
-    from lslib._files import read_cache_entry
-    from lslib.experiments import PROTOCOLS, SETUPS, cache_dir, read_results, sweep_test_split
+    from lslib.experiments import SETUPS
 
     bad = [e for e in eps if not 0 <= e <= 1]
     if bad or not eps:
         raise ValueError(f"eps must be one or more budgets in [0, 1], got {list(eps)}")
-    rows = read_results(table)
-    rows = rows[rows["protocol"] == "original"]
-    if rows.empty:
-        from lslib._checks import BadFileError
-
-        raise BadFileError(table, "no row of the original protocol",
-                           "give a table written by `python -m lslib reproduce SETUP "
-                           "--protocol original`")
+    rows = _original_rows(table)
     out = []
-    for key, model_rows in rows.groupby("model_key", sort=False):
+    for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
         first = model_rows.iloc[0]
         setup = SETUPS[first["setup"]]
-        path = cache_dir(cache) / f"{key}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"model {key} ({first['defence']} {first['alpha']}) is not "
-                                    f"in the model cache {path.parent}: run the sweep first")
-        state, record = read_cache_entry(path)
-        config = json.loads(record["config"])
-        model = original.MODELS[config["model"]]().double()
-        model.load_state_dict(state)
-        model.eval()
-        test = sweep_test_split(first["setup"], first["data_source"], data_root,
-                                int(first["seed"]))
-        protocol = PROTOCOLS["original"]
-        protocol = protocol.quick() if str(first["quick"]) == "True" else protocol
-        steps = {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
-                 "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+        config = _config(key, cache)
+        steps = _steps(protocol)
         kw = dict(alpha=config["alpha"], method=config["method"],
                   temperature=config["temperature"], steps=steps)
         for attack in ("FGSM", "BIM", "DeepFool", "CW"):
@@ -110,6 +178,14 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     return pd.concat(out)[COLUMNS].reset_index(drop=True)
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers >= 1 (argparse type)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers >= 1, comma-separated")
+    return tuple(int(p) for p in parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
@@ -124,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=DEFAULT_EPS,
                     help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
                          "(default: 0.1,0.2,0.3)")
+    ap.add_argument("--cw-iterations", type=_counts,
+                    default=None, metavar="COUNTS",
+                    help="instead of the ladder: CW's accuracy with each of these numbers of Adam "
+                         "steps per binary-search step (e.g. 10,20,30,50)")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
@@ -131,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
 
     def run() -> int:
-        found = bugs_of_table(args.table, cache=args.cache, eps=args.eps)
+        if args.cw_iterations is not None:
+            found = cw_iterations_of_table(args.table, args.cw_iterations, cache=args.cache)
+        else:
+            found = bugs_of_table(args.table, cache=args.cache, eps=args.eps)
         out = Path(args.out)
         atomic_write(out, lambda p: found.to_csv(p, index=False))
         meta: dict[str, Any] = {
             "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
-            "table": Path(args.table).as_posix(), "eps": args.eps, "threads": args.threads,
+            "table": Path(args.table).as_posix(), "eps": args.eps,
+            "cw_iterations": args.cw_iterations, "threads": args.threads,
             "started": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
             **provenance("cpu")}
         atomic_write(out.with_name(out.name + ".meta.json"),

@@ -61,3 +61,19 @@ def test_the_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_cw_iterations_rerun_the_tables_cw_at_its_own_count(tmp_path, capsys):
+    from lslib.experiments import PROTOCOLS
+
+    out = _table(tmp_path)
+    quick_steps = PROTOCOLS["original"].quick().cw["steps"]
+    got = bugs.cw_iterations_of_table(out, (1, quick_steps), cache=tmp_path / "cache",
+                                      log=lambda m: None)
+    table = pd.read_csv(out).query("attack == 'CW'").set_index("defence")["accuracy"]
+    assert len(got) == 4 and set(got["iterations"]) == {1, quick_steps}
+    mine = got[got["in_table"]].set_index("defence")["accuracy"]
+    assert (mine == table.loc[mine.index]).all()
+    assert _exit_code([str(out), "--cw-iterations", "10,2.5", "--out",
+                       str(tmp_path / "c.csv")]) == 2
+    assert "whole numbers" in capsys.readouterr().err
