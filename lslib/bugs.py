@@ -6,7 +6,8 @@ with :func:`lslib.original.bug_ladder`: with every deviation of the original cod
 (:class:`lslib.original.Switches`), with each one turned off alone, and with all of them off
 (the same protocol run by correct code). The attack with every bug must give the table's
 accuracy, which is checked, so the ladder explains the committed cells and not look-alikes.
-FGSM and BIM are run at the budgets ``eps`` (the paper's units); DeepFool and CW have none.
+FGSM and BIM are run at the table's budgets (or ``eps``, the paper's units); DeepFool and CW
+have none.
 
 With ``--cw-iterations 10,20,30,50`` it writes instead CW's accuracy on every model with each
 of those numbers of Adam steps per binary-search step (:func:`cw_iterations_of_table`): the
@@ -34,10 +35,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["DEFAULT_EPS", "bugs_of_table", "cw_iterations_of_table"]
+__all__ = ["bugs_of_table", "cw_iterations_of_table"]
 
-#: FGSM/BIM budgets of the ladder (paper units): a small one and the paper's largest MNIST ones.
-DEFAULT_EPS = (0.1, 0.2, 0.3)
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
            "with_bug", "without", "change"]
 
@@ -134,18 +133,21 @@ def cw_iterations_of_table(table: str | Path, iterations: Sequence[int], *,
 
 
 def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
-                  eps: Sequence[float] = DEFAULT_EPS, data_root: str | None = None,
+                  eps: Sequence[float] | None = None, data_root: str | None = None,
                   log: Callable[[str], Any] = print) -> pd.DataFrame:
     """The bug ladder of every model of the original-protocol rows of ``table`` (models from
-    the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps``. One row
-    per model, budget, switch and attack (DeepFool and CW once per model, with ``eps`` NaN)."""
+    the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps`` (default:
+    the table's own). One row per model, budget, switch and attack (DeepFool and CW once per
+    model, with ``eps`` NaN)."""
     from lslib import original
     from lslib.experiments import SETUPS
 
-    bad = [e for e in eps if not 0 <= e <= 1]
-    if bad or not eps:
-        raise ValueError(f"eps must be one or more budgets in [0, 1], got {list(eps)}")
     rows = _original_rows(table)
+    if eps is None:
+        eps = sorted(set(rows.loc[rows["attack"].isin(("FGSM", "BIM")), "eps"]))
+    bad = [e for e in eps if not 0 <= e <= 1]
+    if bad:
+        raise ValueError(f"eps must be budgets in [0, 1], got {list(eps)}")
     out = []
     for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
         first = model_rows.iloc[0]
@@ -197,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("table", type=_cli.existing_file(),
                     help="an original-protocol results CSV")
     ap.add_argument("--cache", default=None, help="model cache (default $LSLIB_CACHE)")
-    ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=DEFAULT_EPS,
+    ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=None,
                     help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
-                         "(default: 0.1,0.2,0.3)")
+                         "(default: the table's)")
     ap.add_argument("--cw-iterations", type=_counts,
                     default=None, metavar="COUNTS",
                     help="instead of the ladder: CW's accuracy with each of these numbers of Adam "
