@@ -9,16 +9,17 @@ accuracy, which is checked, so the ladder explains the committed cells and not l
 FGSM and BIM are run at the table's budgets (or ``eps``, the paper's units); DeepFool and CW
 have none.
 
-With ``--cw-iterations 10,20,30,50`` it writes instead CW's accuracy on every model with each
-of those numbers of Adam steps per binary-search step (:func:`cw_iterations_of_table`): the
-original's command line sets that number and does not record it.
+With ``--iterations 10,20,30,50`` it writes instead DeepFool's and CW's accuracy on every model
+with each of those iteration counts (:func:`iterations_of_table`): the original's command line
+sets that count (``--num_iter_attack``, DeepFool's iterations and CW's Adam steps per
+binary-search step) and does not record it.
 
 The book's tables chapter reads what this writes::
 
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
         --out results/mnist-linear-original-bugs.csv
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
-        --cw-iterations 10,20,30,50 --out results/mnist-linear-original-cw-iterations.csv
+        --iterations 10,20,30,50 --out results/mnist-linear-original-iterations.csv
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["bugs_of_table", "cw_iterations_of_table"]
+__all__ = ["bugs_of_table", "iterations_of_table"]
 
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
            "with_bug", "without", "change"]
@@ -99,36 +100,43 @@ def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
                protocol.quick() if str(first["quick"]) == "True" else protocol)
 
 
-def cw_iterations_of_table(table: str | Path, iterations: Sequence[int], *,
-                           cache: str | Path | None = None, data_root: str | None = None,
-                           log: Callable[[str], Any] = print) -> pd.DataFrame:
-    """The original CW's accuracy on every model of ``table`` with each number of Adam steps
-    per binary-search step in ``iterations`` (the original's ``--num_iter_attack``, which its
-    command lines do not record), on the CW rows' test images; the count the table used must
-    give the table's cell, which is checked."""
+def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
+                        cache: str | Path | None = None, data_root: str | None = None,
+                        log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """DeepFool's and CW's accuracy on every model of ``table`` with each count of
+    ``iterations``: the original's ``--num_iter_attack``, which sets DeepFool's iterations and
+    CW's Adam steps per binary-search step in the same call and which its command lines do not
+    record. On the rows' test images; the count the table used must give the table's cell,
+    which is checked. One row per model, attack and count."""
     from lslib import original
 
     rows = _original_rows(table)
     out = []
     for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
-        cells = model_rows[model_rows["attack"] == "CW"]
-        if cells.empty:
-            continue
-        first, n = cells.iloc[0], int(cells["n"].iloc[0])
-        x, y = original.test_slice(test, n)
-        for count in iterations:
-            steps = {**_steps(protocol), "cw": int(count)}
-            acc = original.attack_accuracy(model, x, y, "CW", steps=steps).accuracy
-            if count == protocol.cw["steps"] and abs(acc - float(first["accuracy"])) > 1e-9:
-                raise RuntimeError(f"CW keeps {acc:.4f} on {first['defence']} {first['alpha']} "
-                                   f"of {first['setup']}, the table {float(first['accuracy']):.4f}"
-                                   ": the model or the attack is not the one that made the table")
-            out.append({"setup": first["setup"], "defence": first["defence"],
-                        "alpha": first["alpha"], "T": first["T"], "model_key": key, "n": n,
-                        "binary_search_steps": protocol.cw["binary_search_steps"],
-                        "iterations": int(count), "accuracy": acc,
-                        "in_table": count == protocol.cw["steps"]})
-        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
+        for attack, knob in (("DeepFool", "deepfool"), ("CW", "cw")):
+            cells = model_rows[model_rows["attack"] == attack]
+            if cells.empty:
+                continue
+            first, n = cells.iloc[0], int(cells["n"].iloc[0])
+            used = _steps(protocol)[knob]
+            x, y = original.test_slice(test, n)
+            for count in iterations:
+                acc = original.attack_accuracy(model, x, y, attack,
+                                               steps={**_steps(protocol), knob: int(count)}
+                                               ).accuracy
+                if count == used and abs(acc - float(first["accuracy"])) > 1e-9:
+                    raise RuntimeError(
+                        f"{attack} keeps {acc:.4f} on {first['defence']} {first['alpha']} of "
+                        f"{first['setup']}, the table {float(first['accuracy']):.4f}: the "
+                        "model or the attack is not the one that made the table")
+                out.append({"setup": first["setup"], "defence": first["defence"],
+                            "alpha": first["alpha"], "T": first["T"], "model_key": key,
+                            "n": n, "attack": attack, "iterations": int(count),
+                            "binary_search_steps": (protocol.cw["binary_search_steps"]
+                                                    if attack == "CW" else None),
+                            "accuracy": acc, "in_table": count == used})
+        log(f"{model_rows['setup'].iloc[0]} {model_rows['defence'].iloc[0]} "
+            f"{model_rows['alpha'].iloc[0]}: done")
     return pd.DataFrame(out)
 
 
@@ -202,10 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=None,
                     help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
                          "(default: the table's)")
-    ap.add_argument("--cw-iterations", type=_counts,
-                    default=None, metavar="COUNTS",
-                    help="instead of the ladder: CW's accuracy with each of these numbers of Adam "
-                         "steps per binary-search step (e.g. 10,20,30,50)")
+    ap.add_argument("--iterations", type=_counts, default=None, metavar="COUNTS",
+                    help="instead of the ladder: DeepFool's and CW's accuracy with each of "
+                         "these iteration counts (e.g. 10,20,30,50)")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
@@ -213,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
 
     def run() -> int:
-        if args.cw_iterations is not None:
-            found = cw_iterations_of_table(args.table, args.cw_iterations, cache=args.cache)
+        if args.iterations is not None:
+            found = iterations_of_table(args.table, args.iterations, cache=args.cache)
         else:
             found = bugs_of_table(args.table, cache=args.cache, eps=args.eps)
         out = Path(args.out)
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         meta: dict[str, Any] = {
             "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
             "table": Path(args.table).as_posix(), "eps": args.eps,
-            "cw_iterations": args.cw_iterations, "threads": args.threads,
+            "iterations": args.iterations, "threads": args.threads,
             "started": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
             **provenance("cpu")}
         atomic_write(out.with_name(out.name + ".meta.json"),

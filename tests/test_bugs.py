@@ -63,17 +63,21 @@ def test_the_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_cw_iterations_rerun_the_tables_cw_at_its_own_count(tmp_path, capsys):
+def test_iterations_rerun_the_tables_deepfool_and_cw_at_their_own_counts(tmp_path, capsys):
     from lslib.experiments import PROTOCOLS
 
     out = _table(tmp_path)
-    quick_steps = PROTOCOLS["original"].quick().cw["steps"]
-    got = bugs.cw_iterations_of_table(out, (1, quick_steps), cache=tmp_path / "cache",
-                                      log=lambda m: None)
-    table = pd.read_csv(out).query("attack == 'CW'").set_index("defence")["accuracy"]
-    assert len(got) == 4 and set(got["iterations"]) == {1, quick_steps}
-    mine = got[got["in_table"]].set_index("defence")["accuracy"]
-    assert (mine == table.loc[mine.index]).all()
-    assert _exit_code([str(out), "--cw-iterations", "10,2.5", "--out",
+    quick = PROTOCOLS["original"].quick()
+    counts = (1, quick.deepfool["steps"], quick.cw["steps"])
+    got = bugs.iterations_of_table(out, counts, cache=tmp_path / "cache", log=lambda m: None)
+    assert len(got) == 2 * 2 * len(counts)  # models x attacks x counts
+    table = pd.read_csv(out).set_index(["defence", "attack"])["accuracy"]
+    mine = got[got["in_table"]]
+    assert len(mine) == 4 and set(mine["attack"]) == {"DeepFool", "CW"}
+    for r in mine.itertuples():
+        assert r.accuracy == table.loc[(r.defence, r.attack)]
+        assert r.iterations == (quick.cw["steps"] if r.attack == "CW"
+                                else quick.deepfool["steps"])
+    assert _exit_code([str(out), "--iterations", "10,2.5", "--out",
                        str(tmp_path / "c.csv")]) == 2
     assert "whole numbers" in capsys.readouterr().err
