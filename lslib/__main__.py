@@ -203,6 +203,10 @@ def _compare(args: argparse.Namespace) -> int:
     mnist = frame[frame["setup"].isin(["mnist-linear", "mnist-lenet"])]
     if len(mnist):
         print(format_share_within(share_within(mnist)))
+        for name, cells in mnist.groupby("setup", sort=False) if mnist["setup"].nunique() > 1 \
+                else ():
+            print(format_share_within(share_within(cells)).replace(
+                "share of the paper's cells", f"{name}: share of its cells", 1))
     if args.csv:
         frame.to_csv(args.csv, index=False)
     return 0
