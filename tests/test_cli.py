@@ -87,3 +87,17 @@ def test_recorded_command_has_no_absolute_paths():
         f"--out={REPO / 'results' / 'x y.csv'}", "--eps", "0.1", "relative/kept"])
     assert got == ("python -m lslib reproduce --data-root ../shared/data "
                    "'--out=results/x y.csv' --eps 0.1 relative/kept")
+
+
+def test_compare_summary_gives_each_setups_share(capsys):
+    from lslib.paper_tables import share_within, side_by_side
+
+    tables = [ROOT / "results" / f"{n}.csv" for n in ("mnist-linear", "mnist-lenet")]
+    assert main(["compare", "--summary", *map(str, tables)]) == 0
+    out = capsys.readouterr().out
+    frame = side_by_side(read_results(tables[0]))
+    shares = share_within(frame[frame["setup"] == "mnist-linear"])
+    pooled = shares[(shares["protocol"] == "paper") & (shares["table"] == "2-5")].iloc[0]
+    block = out.split("mnist-linear: share of its cells")[1].split("mnist-lenet:")[0]
+    line = next(x for x in block.splitlines() if x.strip().startswith("paper"))
+    assert f"T2-5 {pooled.within}/{pooled.cells} " in line and pooled.cells == 112
