@@ -4,6 +4,8 @@ paper's Table 1 and brute force (never against itself)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 
 import pytest
@@ -378,3 +380,61 @@ def test_the_runner_trains_lenets_start_checkpoint_once_into_the_given_cache(
         state, _ = read_cache_entry(cache / f"{config.key()}.pt")
         for name, value in direct.state_dict().items():
             assert torch.equal(state[name], value), (config.method, name)
+
+
+def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step():
+    """The original's closure: zero_grad, clean loss, a PGD whose every step does
+    model.zero_grad() then backward() (eval mode), then backward of 0.5 clean + 0.5 adversarial
+    on top of what the last PGD step left in .grad. Emulated here with .backward(); lslib's
+    training loss (with pgd_grad_leak) must have the same parameter gradient, and without the
+    leak it must not."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(orig.OriginalConfig(model="mlp", adversarial=True),
+                                 **orig._pgd_at_training(0))
+    assert config.pgd_step == 0.1 and config.pgd_grad_leak
+    model = config.build()
+    x = torch.rand(8, 1, 28, 28, dtype=torch.float64) - 0.5
+    y = torch.randint(0, 10, (8,))
+    q = orig.smooth_label(y, 0.0, None)
+
+    # the original, step by step
+    model.zero_grad()
+    clean = orig.smooth_cross_entropy(model(x), q)
+    model.eval()
+    images = x.clone()
+    for _ in range(config.pgd_steps):
+        images.requires_grad_(True)
+        model.zero_grad()
+        orig.smooth_cross_entropy(model(images), q).backward()
+        eta = torch.clamp(images + config.pgd_step * images.grad.sign() - x,
+                          -config.pgd_eps, config.pgd_eps)
+        images = torch.clamp(x + eta, *config.pgd_clip).detach()
+    model.train()
+    (0.5 * clean + 0.5 * orig.smooth_cross_entropy(model(images), q)).backward()
+    want = [p.grad.clone() for p in model.parameters()]
+
+    def ours(leak: bool) -> list[torch.Tensor]:
+        model.zero_grad()
+        c = dataclasses.replace(config, pgd_grad_leak=leak)
+        adv, last = orig._pgd_train(model, x, q, c)
+        loss = 0.5 * orig.smooth_cross_entropy(model(x), q) + \
+            0.5 * orig.smooth_cross_entropy(model(adv), q)
+        if leak:
+            loss = loss + orig._leaked_loss(model, last, q)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    same = [torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+            for a, b in zip(ours(True), want, strict=True)]
+    assert all(same)
+    assert not all(torch.allclose(a, b, rtol=1e-6)
+                   for a, b in zip(ours(False), want, strict=True))
+
+
+def test_cache_keys_of_models_cached_before_a_field_was_added_stay_the_same():
+    config = orig.OriginalConfig(model="mlp", method="standard", alpha=0.4)
+    old = dict(dataclasses.asdict(config))
+    del old["pgd_grad_leak"]  # the config as it was hashed before the field existed
+    payload = json.dumps({"original": 1, **old}, sort_keys=True, default=str)
+    assert config.key() == "orig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert dataclasses.replace(config, pgd_grad_leak=False).key() != config.key()
