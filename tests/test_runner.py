@@ -61,8 +61,15 @@ def _cli(out: Path, cache: Path, data_root: Path, *extra: str) -> list[str]:
 N_ROWS = 5 * 7
 
 
+#: Marks the environment of every process these tests start, and so of every Ray process their
+#: drivers start: the process checks below see (and kill) only those, never a Ray that another
+#: run on the same machine is using.
+MARK = f"LSLIB_TEST_RUNNER={os.getpid()}"
+
+
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONHASHSEED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    key, value = MARK.split("=")
+    return {**os.environ, "PYTHONHASHSEED": "0", "RAY_USAGE_STATS_ENABLED": "0", key: value}
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -101,10 +108,18 @@ def _ppid(pid: int) -> int:
         return -1
 
 
+def _ours(pid: int) -> bool:
+    """Whether the process runs in the environment these tests gave their drivers."""
+    try:
+        return MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile, or not readable
+        return False
+
+
 def _new_ray_processes(before: set[int]) -> set[int]:
-    """Ray processes started since ``before`` was taken, less the new workers of a cluster that
-    was already there (the tests' shared one)."""
-    return {p for p in _ray_processes() - before if _ppid(p) not in before}
+    """Ray processes started by these tests' drivers since ``before`` was taken, less the new
+    workers of a cluster that was already there (the tests' shared one)."""
+    return {p for p in _ray_processes() - before if _ppid(p) not in before and _ours(p)}
 
 
 def _ray_processes() -> set[int]:
