@@ -144,3 +144,17 @@ def read_cache_entry(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         raise CheckpointError(path, "not a model-cache file (a dict with 'state_dict' and "
                               "'record')", _CHECKPOINT_REMEDY)
     return _checked_state(path, blob["state_dict"]), blob["record"]
+
+
+def write_table_with_meta(out: str | os.PathLike, frame: pd.DataFrame,
+                          meta: dict[str, Any]) -> None:
+    """``frame`` as the CSV ``out`` and ``meta`` as ``<out>.meta.json`` beside it, each written
+    atomically (what the analysis commands, ``lslib.survivors`` and ``lslib.bugs``, leave)."""
+    import json
+
+    from lslib.experiments import atomic_write
+
+    out = Path(out)
+    atomic_write(out, lambda p: frame.to_csv(p, index=False))
+    atomic_write(out.with_name(out.name + ".meta.json"),
+                 lambda p: p.write_text(json.dumps(meta, indent=1, default=str) + "\n"))

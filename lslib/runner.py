@@ -394,17 +394,26 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
         trained = 0
         waiting: list[Job] = list(jobs)
 
-        def submit_ready() -> None:
-            nonlocal waiting
+        def release(pending: list, needs: Callable[[Any], Sequence[ModelSpec]],
+                    submit: Callable[[Any], None]) -> list:
+            """Submit each item of ``pending`` whose needed models are there; the others."""
             still = []
-            for job in waiting:
-                if all(s.key in state_refs for s in job.models):
-                    on_event("start", job)
-                    ref = job_remote.remote(job, where, *(state_refs[s.key] for s in job.models))
-                    in_flight[ref] = ("job", job)
+            for item in pending:
+                if all(n.key in state_refs for n in needs(item)):
+                    submit(item)
                 else:
-                    still.append(job)
-            waiting = still
+                    still.append(item)
+            return still
+
+        def submit_job(job: Job) -> None:
+            on_event("start", job)
+            ref = job_remote.remote(job, where, *(state_refs[s.key] for s in job.models))
+            in_flight[ref] = ("job", job)
+
+        def submit_training(spec: ModelSpec) -> None:
+            on_event("train", spec)
+            ref = train_remote.remote(spec, where, *(state_refs[n.key] for n in spec.needs))
+            in_flight[ref] = ("model", spec)
 
         untrained: list[ModelSpec] = []  # to train once the models they start from are there
 
@@ -421,23 +430,11 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
                 want(need)
             untrained.append(spec)
 
-        def train_ready() -> None:
-            nonlocal untrained
-            still = []
-            for spec in untrained:
-                if all(n.key in state_refs for n in spec.needs):
-                    on_event("train", spec)
-                    ref = train_remote.remote(spec, where, *(state_refs[n.key] for n in spec.needs))
-                    in_flight[ref] = ("model", spec)
-                else:
-                    still.append(spec)
-            untrained = still
-
         for job in jobs:  # models: from the cache, or trained (once each)
             for spec in job.models:
                 want(spec)
-        train_ready()
-        submit_ready()
+        untrained = release(untrained, lambda spec: spec.needs, submit_training)
+        waiting = release(waiting, lambda job: job.models, submit_job)
         while in_flight:
             done, _ = ray.wait(list(in_flight), num_returns=1)
             kind, what = in_flight.pop(done[0])
@@ -449,8 +446,8 @@ def _run_ray(jobs: Sequence[Job], on_result: OnResult, store: _Cache, where: _Wh
                 on_event("trained", what)
                 state_refs[what.key] = ray.put(state)
                 records[what.key] = record
-                train_ready()
-                submit_ready()
+                untrained = release(untrained, lambda spec: spec.needs, submit_training)
+                waiting = release(waiting, lambda job: job.models, submit_job)
             else:
                 result, ran_on = value
                 on_result(what, result, {s.key: records[s.key] for s in what.models}, ran_on)

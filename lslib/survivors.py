@@ -23,7 +23,6 @@ The book's tables chapter reads what this writes::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from lslib import _cli
-    from lslib.experiments import atomic_write, provenance
+    from lslib._files import write_table_with_meta
+    from lslib.experiments import provenance
 
     ap = _cli.OneLineParser(prog="python -m lslib.survivors", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,15 +144,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         found = survivors_of_table(args.table, cache=args.cache, threshold=args.threshold)
-        out = Path(args.out)
-        atomic_write(out, lambda p: found.to_csv(p, index=False))
         meta: dict[str, Any] = {
             "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
             "table": Path(args.table).as_posix(), "threshold": args.threshold,
             "threads": args.threads, "started": started.isoformat(),
             "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
-        atomic_write(out.with_name(out.name + ".meta.json"),
-                     lambda p: p.write_text(json.dumps(meta, indent=1, default=str) + "\n"))
+        write_table_with_meta(args.out, found, meta)
         return 0
 
     return _cli.report_user_errors(ap.prog, run)

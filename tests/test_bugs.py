@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -81,3 +83,11 @@ def test_iterations_rerun_the_tables_deepfool_and_cw_at_their_own_counts(tmp_pat
     assert _exit_code([str(out), "--iterations", "10,2.5", "--out",
                        str(tmp_path / "c.csv")]) == 2
     assert "whole numbers" in capsys.readouterr().err
+    # the command writes the table and its provenance beside it
+    written = tmp_path / "w.csv"
+    assert bugs.main([str(out), "--cache", str(tmp_path / "cache"), "--iterations", "1",
+                      "--out", str(written)]) == 0
+    assert len(pd.read_csv(written)) == 4  # 2 models x 2 attacks x 1 count
+    meta = json.loads(written.with_name("w.csv.meta.json").read_text())
+    assert meta["command"].startswith("python -m lslib.bugs") and meta["iterations"] == [1]
+    assert {"git_commit", "source_hash", "device", "wall_seconds"} <= set(meta)
