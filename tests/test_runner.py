@@ -42,6 +42,8 @@ def ray_address():
     import ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    key, value = MARK.split("=")
+    os.environ[key] = value  # its workers carry the mark too
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         yield ray.get_runtime_context().gcs_address
@@ -205,7 +207,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_table_is_the_same(tmp_path,
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         for pid in os.listdir("/proc"):
             cmd = _cmdline(pid) if pid.isdigit() else b""
-            if cmd.startswith((b"ray::train_task", b"ray::job_task")):
+            if cmd.startswith((b"ray::train_task", b"ray::job_task")) and _ours(int(pid)):
                 os.kill(int(pid), signal.SIGKILL)
                 killed = cmd.split()[0].decode()
                 break
