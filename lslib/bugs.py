@@ -50,6 +50,14 @@ def _cell(rows: pd.DataFrame, attack: str, eps: float | None) -> float | None:
     return None if hit.empty else float(hit["accuracy"].iloc[0])
 
 
+def _check_cell(row: pd.Series, attack: str, got: float, want: float) -> None:
+    """A re-run cell must be the table's: else the model or the attack has changed."""
+    if abs(got - want) > 1e-9:
+        raise RuntimeError(f"{attack} keeps {got:.4f} on {row['defence']} {row['alpha']} of "
+                           f"{row['setup']}, the table {want:.4f}: the model or the attack is "
+                           "not the one that made the table")
+
+
 def _original_rows(table: str | Path) -> pd.DataFrame:
     from lslib._checks import BadFileError
     from lslib.experiments import read_results
@@ -63,22 +71,11 @@ def _original_rows(table: str | Path) -> pd.DataFrame:
     return rows
 
 
-def _config(key: str, cache: str | Path | None) -> dict[str, Any]:
-    from lslib._files import read_cache_entry
-    from lslib.experiments import cache_dir
-
-    return json.loads(read_cache_entry(cache_dir(cache) / f"{key}.pt")[1]["config"])
-
-
-def _steps(protocol: Any) -> dict[str, int]:
-    return {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
-            "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
-
-
 def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
-            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, Any, Any]]:
-    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), the test
-    split its rows attacked and the original protocol as they ran it (quick or not)."""
+            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, dict[str, Any], Any, Any]]:
+    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), its
+    training config, the test split its rows attacked and the original protocol as they ran it
+    (quick or not)."""
     from lslib import original
     from lslib._files import read_cache_entry
     from lslib.experiments import PROTOCOLS, cache_dir, sweep_test_split
@@ -90,13 +87,14 @@ def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
             raise FileNotFoundError(f"model {key} ({first['defence']} {first['alpha']}) is not "
                                     f"in the model cache {path.parent}: run the sweep first")
         state, record = read_cache_entry(path)
-        model = original.MODELS[json.loads(record["config"])["model"]]().double()
+        config = json.loads(record["config"])
+        model = original.MODELS[config["model"]]().double()
         model.load_state_dict(state)
         model.eval()
         test = sweep_test_split(first["setup"], first["data_source"], data_root,
                                 int(first["seed"]))
         protocol = PROTOCOLS["original"]
-        yield (key, model_rows, model, test,
+        yield (key, model_rows, model, config, test,
                protocol.quick() if str(first["quick"]) == "True" else protocol)
 
 
@@ -112,23 +110,21 @@ def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
 
     rows = _original_rows(table)
     out = []
-    for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
+    for key, model_rows, model, _, test, protocol in _models(rows, cache, data_root):
         for attack, knob in (("DeepFool", "deepfool"), ("CW", "cw")):
             cells = model_rows[model_rows["attack"] == attack]
             if cells.empty:
                 continue
             first, n = cells.iloc[0], int(cells["n"].iloc[0])
-            used = _steps(protocol)[knob]
+            steps = original.protocol_steps(protocol)
+            used = steps[knob]
             x, y = original.test_slice(test, n)
             for count in iterations:
                 acc = original.attack_accuracy(model, x, y, attack,
-                                               steps={**_steps(protocol), knob: int(count)}
+                                               steps={**steps, knob: int(count)}
                                                ).accuracy
-                if count == used and abs(acc - float(first["accuracy"])) > 1e-9:
-                    raise RuntimeError(
-                        f"{attack} keeps {acc:.4f} on {first['defence']} {first['alpha']} of "
-                        f"{first['setup']}, the table {float(first['accuracy']):.4f}: the "
-                        "model or the attack is not the one that made the table")
+                if count == used:
+                    _check_cell(first, attack, acc, float(first["accuracy"]))
                 out.append({"setup": first["setup"], "defence": first["defence"],
                             "alpha": first["alpha"], "T": first["T"], "model_key": key,
                             "n": n, "attack": attack, "iterations": int(count),
@@ -157,11 +153,10 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     if bad:
         raise ValueError(f"eps must be budgets in [0, 1], got {list(eps)}")
     out = []
-    for key, model_rows, model, test, protocol in _models(rows, cache, data_root):
+    for key, model_rows, model, config, test, protocol in _models(rows, cache, data_root):
         first = model_rows.iloc[0]
         setup = SETUPS[first["setup"]]
-        config = _config(key, cache)
-        steps = _steps(protocol)
+        steps = original.protocol_steps(protocol)
         kw = dict(alpha=config["alpha"], method=config["method"],
                   temperature=config["temperature"], steps=steps)
         for attack in ("FGSM", "BIM", "DeepFool", "CW"):
@@ -176,11 +171,8 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
                                              attacks=(attack,), **kw)
                 want = _cell(cells, attack, None if math.isnan(e) else e)
                 got = float(ladder["with_bug"].iloc[0])
-                if want is not None and abs(want - got) > 1e-9:
-                    raise RuntimeError(
-                        f"{attack} keeps {got:.4f} on {first['defence']} {first['alpha']} of "
-                        f"{first['setup']}, the table {want:.4f}: the model or the attack is "
-                        "not the one that made the table")
+                if want is not None:
+                    _check_cell(first, attack, got, want)
                 out.append(ladder.assign(setup=first["setup"], defence=first["defence"],
                                          alpha=first["alpha"], T=first["T"], model_key=key,
                                          n=n, eps=e))

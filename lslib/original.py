@@ -124,6 +124,7 @@ __all__ = [
     "from_pixels",
     "has_converged",
     "smooth_cross_entropy",
+    "protocol_steps",
     "smooth_label",
     "tanh_space_maps",
     "test_slice",
@@ -818,6 +819,13 @@ def test_slice(test: Any, n: int) -> tuple[Tensor, Tensor]:
     return from_pixels(test.x[offset:offset + n]), test.y[offset:offset + n]
 
 
+def protocol_steps(protocol: Any) -> dict[str, int]:
+    """The iteration counts of a :class:`lslib.experiments.Protocol`, as
+    :func:`attack_accuracy`'s ``steps``."""
+    return {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
+            "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+
+
 def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
              config: OriginalConfig) -> dict[str, Any]:
     """One row of the sweep under the original protocol (called by
@@ -828,8 +836,7 @@ def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
     x, y = x.to(device), y.to(device)
     torch.manual_seed(0)
     start = time.perf_counter()
-    steps = {"bim": protocol.bim["steps"], "deepfool": protocol.deepfool["steps"],
-             "cw_bss": protocol.cw["binary_search_steps"], "cw": protocol.cw["steps"]}
+    steps = protocol_steps(protocol)
     res = attack_accuracy(model, x, y, row.attack, eps=row.eps * setup.eps_scale,
                           alpha=config.alpha, method=config.method,
                           temperature=config.temperature,
