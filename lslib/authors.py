@@ -1,0 +1,265 @@
+"""The authors' own saved models, attacked by the original protocol.
+
+The authors' repository (MGoibert/Label_smoothing) holds, at commit dc3c764, the PGD-trained
+MNIST MLP and LeNet behind the PGD-AT cells of Tables 2-5 (``model_dict/MNIST_Linear.pt`` and
+``model_dict/MNIST_LeNet.pt``, key ``adversarial_0.0_None_PGD_adv_training``) and the result files
+those cells were copied from (``res_dataframes/MNIST_*_smoothing=adversarial_attacks=*_PGD_adv_
+training.csv``: one accuracy per true label and one over all points). :func:`compare` attacks
+their models with :mod:`lslib.original`'s attacks, on the test images each file used, and sets
+our accuracy beside theirs. The models are held fixed, so this checks the attacks alone against
+the published numbers: where they agree, a gap between the cells of the models we train and the
+paper's belongs to the training, not to the attacks.
+
+Which test images a file used is read from the file itself: every per-label accuracy is a count
+of points divided by the number of test points of that label, so only the right slice makes all
+of them whole counts (:func:`infer_size`). The FGSM and BIM files of dc3c764 were computed on test
+images 1000-9999 (the runner of spring 2019), its DeepFool and CW files on 1000-1999.
+
+Nothing of the repository is copied into this project: the command reads the files from a clone
+of it, at the commit given, and writes only its own measurements::
+
+    git clone https://github.com/MGoibert/Label_smoothing /tmp/Label_smoothing
+    python -m lslib.authors /tmp/Label_smoothing --commit dc3c764 --iterations 10,50 \\
+        --out results/mnist-authors-models.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = ["MODEL_KEY", "SETUPS", "compare", "infer_size", "load_model", "read_result_file"]
+
+#: The checkpoint entry of the PGD-trained model in the authors' ``model_dict/*.pt``.
+MODEL_KEY = "adversarial_0.0_None_PGD_adv_training"
+#: Our set-up -> (the authors' file prefix, our model name in ``lslib.original.MODELS``).
+SETUPS = {"mnist-linear": ("MNIST_Linear", "mlp"), "mnist-lenet": ("MNIST_LeNet", "lenet-mnist")}
+#: The table budgets compared (FGSM and BIM); their files hold a grid that contains them.
+BUDGETS = (0.05, 0.2, 0.4)
+#: The test slices the authors' runner used, as numbers of points after the validation slice.
+SIZES = (1000, 9000)
+GIT_TIMEOUT = 120
+_REMEDY = "give a clone of MGoibert/Label_smoothing and a commit that has the file (e.g. dc3c764)"
+
+
+def _git(repo: str | Path, *args: str) -> bytes:
+    """``git -C repo args``, bounded; a failure names the repository and what was asked."""
+    from lslib._checks import BadFileError
+
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                              timeout=GIT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise BadFileError(repo, f"`git {' '.join(args)}` took over {GIT_TIMEOUT} s",
+                           _REMEDY) from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise BadFileError(repo, f"`git {' '.join(args)}` failed "
+                           f"({why[-1] if why else 'no reason'})", _REMEDY)
+    return done.stdout
+
+
+def load_model(blob: bytes, model_name: str, where: str) -> nn.Module:
+    """The authors' PGD-trained model (entry :data:`MODEL_KEY` of their ``model_dict`` file, read
+    as ``blob``) in our float64 softmax model ``model_name``, in eval mode. ``where`` names the
+    file in errors."""
+    from lslib import original
+    from lslib._checks import BadFileError
+
+    try:
+        saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise BadFileError(where, f"not a readable torch file ({type(exc).__name__})",
+                           _REMEDY) from exc
+    if not isinstance(saved, dict) or MODEL_KEY not in saved:
+        raise BadFileError(where, f"has no entry {MODEL_KEY!r}", _REMEDY)
+    model = original.MODELS[model_name]().double()
+    try:
+        model.load_state_dict(saved[MODEL_KEY])
+    except RuntimeError as exc:
+        raise BadFileError(where, f"its {MODEL_KEY!r} does not fit our {model_name} "
+                           f"({str(exc).splitlines()[0]})", _REMEDY) from exc
+    return model.eval()
+
+
+def read_result_file(text: str, where: str) -> pd.DataFrame:
+    """The authors' result CSV as one row per attack and budget: ``attack``, ``eps``,
+    ``accuracy`` (over all points: the row whose label is one past the last class) and
+    ``per_label`` (a dict class -> accuracy)."""
+    from lslib._checks import BadFileError
+
+    try:
+        raw = pd.read_csv(io.StringIO(text))
+        raw = raw[["acc", "attack_method", "epsilon", "label"]]
+    except Exception as exc:  # noqa: BLE001
+        raise BadFileError(where, f"not one of the authors' result files ({exc})",
+                           _REMEDY) from exc
+    overall = int(raw["label"].max())
+    out = []
+    for (attack, eps), group in raw.groupby(["attack_method", "epsilon"], sort=False):
+        by_label = dict(zip(group["label"].astype(int), group["acc"].astype(float),
+                            strict=True))
+        if overall not in by_label:
+            raise BadFileError(where, f"{attack} at {eps}: no accuracy over all points", _REMEDY)
+        acc = by_label.pop(overall)
+        out.append({"attack": attack, "eps": float(eps), "accuracy": acc, "per_label": by_label})
+    return pd.DataFrame(out)
+
+
+def infer_size(per_label: dict[int, float], labels: torch.Tensor,
+               sizes: Sequence[int] = SIZES) -> int | None:
+    """The number of test points (after the validation slice, as
+    :func:`lslib.original.test_slice` takes them) for which every per-label accuracy is a whole
+    count of that label's points; None when no size of ``sizes`` fits. ``labels``: the test
+    split's labels in order."""
+    from lslib import original
+
+    for n in sizes:
+        if len(labels) < original.TEST_OFFSET + n:
+            continue
+        counts = torch.bincount(labels[original.TEST_OFFSET:original.TEST_OFFSET + n],
+                                minlength=10)
+        fits = all(int(counts[c]) > 0
+                   and abs(acc * int(counts[c]) - round(acc * int(counts[c]))) < 1e-6
+                   for c, acc in per_label.items())
+        if fits:
+            return n
+    return None
+
+
+def _table_budget(eps: float) -> bool:
+    return any(abs(eps - b) < 1e-9 for b in BUDGETS)
+
+
+def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] = tuple(SETUPS),
+            iterations: Sequence[int] | None = None, sizes: Sequence[int] = SIZES,
+            log: Any = print) -> pd.DataFrame:
+    """Our original-protocol attacks on the authors' PGD-trained models of ``setups`` at
+    ``commit`` of the clone ``repo``, beside every table cell of their PGD-AT result files.
+
+    FGSM and BIM at the tables' budgets (and the clean accuracy, their budget 0); DeepFool and
+    CW with each count of ``iterations`` (default: the original protocol's), CW with the
+    protocol's binary-search steps. Each on the test images the file used (:func:`infer_size`).
+    One row per set-up, file, attack, budget and count: the published accuracy, ours, the
+    difference and the number of points it amounts to."""
+    from lslib import original
+    from lslib._checks import BadFileError
+    from lslib.experiments import PROTOCOLS
+
+    steps = original.protocol_steps(PROTOCOLS["original"])
+    full = _git(repo, "rev-parse", f"{commit}^{{commit}}").decode().strip()
+    names = _git(repo, "ls-tree", "-r", "--name-only", full).decode().splitlines()
+    rows = []
+    for setup in setups:
+        prefix, model_name = SETUPS[setup]
+        model_path = f"model_dict/{prefix}.pt"
+        model = load_model(_git(repo, "show", f"{full}:{model_path}"), model_name,
+                           f"{repo}@{commit}:{model_path}")
+        model_blob = _git(repo, "rev-parse", f"{full}:{model_path}").decode().strip()
+        pattern = re.compile(rf"res_dataframes/{prefix}_smoothing=adversarial_attacks=.*PGD"
+                             r"_adv_training\.csv")
+        for path in sorted(n for n in names if pattern.fullmatch(n)):
+            where = f"{repo}@{commit}:{path}"
+            cells = read_result_file(_git(repo, "show", f"{full}:{path}").decode(), where)
+            for cell in cells.itertuples():
+                attack, eps = str(cell.attack), float(cell.eps)
+                if attack in ("FGSM", "BIM") and not (eps == 0 or _table_budget(eps)):
+                    continue
+                if attack in ("FGSM", "BIM") and eps == 0:
+                    if attack == "BIM":
+                        continue  # the same clean accuracy as FGSM's
+                    attack = "clean"
+                n = infer_size(cell.per_label, test.y, sizes)
+                if n is None:
+                    raise BadFileError(where, f"{cell.attack} at {eps}: its per-label "
+                                       f"accuracies fit no test slice of {list(sizes)} points",
+                                       "the file was not computed on the test images "
+                                       "1000-1999 or 1000-9999")
+                x, y = original.test_slice(test, n)
+                knob = {"DeepFool": "deepfool", "CW": "cw"}.get(attack)
+                counts = [None] if knob is None else list(iterations or [steps[knob]])
+                for count in counts:
+                    run = steps if knob is None else {**steps, knob: int(count)}
+                    t0 = time.perf_counter()
+                    ours = original.attack_accuracy(model, x, y, attack, eps=eps,
+                                                    steps=run).accuracy
+                    rows.append({
+                        "setup": setup, "model_file": model_path, "model_blob": model_blob,
+                        "result_file": path, "attack": attack,
+                        "eps": eps if attack in ("FGSM", "BIM") else np.nan,
+                        "iterations": count,
+                        "binary_search_steps": steps["cw_bss"] if attack == "CW" else None,
+                        "in_protocol": count is None or count == steps[knob],
+                        "n": n, "test_images": f"{original.TEST_OFFSET}-"
+                                               f"{original.TEST_OFFSET + n - 1}",
+                        "published": float(cell.accuracy), "ours": ours,
+                        "diff": ours - float(cell.accuracy),
+                        "points": int(round((ours - float(cell.accuracy)) * n)),
+                        "seconds": time.perf_counter() - t0})
+                    log(f"{setup} {path.split('=')[-1]} {attack} "
+                        f"{'' if knob else eps} {count or ''}: published "
+                        f"{cell.accuracy:.4f}, ours {ours:.4f}")
+    out = pd.DataFrame(rows)
+    for column in ("iterations", "binary_search_steps"):
+        out[column] = out[column].astype("Int64")
+    out.attrs["commit"] = full
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from lslib import _cli
+    from lslib._files import write_table_with_meta
+    from lslib.bugs import _counts
+    from lslib.experiments import provenance, sweep_test_split
+
+    ap = _cli.OneLineParser(prog="python -m lslib.authors", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("repo", help="a clone of MGoibert/Label_smoothing (its folder or its .git)")
+    ap.add_argument("--commit", default="dc3c764", help="the commit to read (default dc3c764)")
+    ap.add_argument("--setup", type=_cli.name_list(SETUPS), default=tuple(SETUPS),
+                    help="set-ups, comma-separated (default both)")
+    ap.add_argument("--iterations", type=_counts, default=None, metavar="COUNTS",
+                    help="DeepFool's and CW's iteration counts (default: the original "
+                         "protocol's)")
+    ap.add_argument("--data", type=_cli.data_dir(), default=None,
+                    help="the data root (default $LSLIB_DATA)")
+    ap.add_argument("--out", type=_cli.output_file(), required=True)
+    ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
+    args = ap.parse_args(argv)
+    if not Path(args.repo).is_dir():
+        ap.error(f"argument repo: no such folder: {args.repo}")
+    torch.set_num_threads(args.threads)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+
+    def run() -> int:
+        test = sweep_test_split("mnist-linear", "real", args.data, 0)
+        found = compare(args.repo, args.commit, test, setups=args.setup,
+                        iterations=args.iterations)
+        meta: dict[str, Any] = {
+            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
+            "authors_repository": "MGoibert/Label_smoothing",
+            "authors_commit": found.attrs["commit"], "iterations": args.iterations,
+            "threads": args.threads, "started": started.isoformat(),
+            "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
+        write_table_with_meta(args.out, found, meta)
+        return 0
+
+    return _cli.report_user_errors(ap.prog, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
