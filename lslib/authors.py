@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
 
     def run() -> int:
+        _git(args.repo, "rev-parse", f"{args.commit}^{{commit}}")  # the clone before the data
         test = sweep_test_split("mnist-linear", "real", args.data, 0)
         found = compare(args.repo, args.commit, test, setups=args.setup,
                         iterations=args.iterations)

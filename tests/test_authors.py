@@ -1,0 +1,135 @@
+"""lslib.authors: the authors' saved models beside their result files. The truth here is built
+by hand: per-label accuracies are whole counts of a known slice, and the published accuracies
+of the fake result file come from an FGSM written out in the test."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pandas as pd
+import pytest
+import torch
+
+from lslib import authors, original
+from lslib._checks import BadFileError
+from lslib.data import TensorData
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _labels(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def _per_label(correct: torch.Tensor, y: torch.Tensor) -> dict[int, float]:
+    return {c: float(correct[y == c].double().mean()) for c in range(10)}
+
+
+def test_infer_size_finds_the_slice_whose_per_label_accuracies_are_whole_counts():
+    labels = _labels(original.TEST_OFFSET + 300)
+    hits = torch.rand(300, generator=torch.Generator().manual_seed(1)) < 0.8
+    y300 = labels[original.TEST_OFFSET:]
+    y100 = y300[:100]
+    assert authors.infer_size(_per_label(hits, y300), labels, sizes=(100, 300)) == 300
+    assert authors.infer_size(_per_label(hits[:100], y100), labels, sizes=(100, 300)) == 100
+    assert authors.infer_size({c: 0.123456 for c in range(10)}, labels, sizes=(100, 300)) is None
+    # a slice longer than the test split is not a candidate
+    assert authors.infer_size(_per_label(hits, y300), labels, sizes=(5000,)) is None
+
+
+def _fgsm_by_hand(model, x, y, eps):
+    """FGSM on the true label of a softmax model, from the definition: one step of eps along
+    the sign of the gradient of -log p_y, clipped to the original's [-0.5, 0.5]."""
+    out = []
+    for xi, yi in zip(x, y, strict=True):
+        xi = xi[None].clone().requires_grad_(True)
+        loss = -torch.log(model(xi)[0, yi])
+        (g,) = torch.autograd.grad(loss, xi)
+        out.append((xi + eps * g.sign()).clamp(-0.5, 0.5).detach())
+    return torch.cat(out)
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    """A repository shaped like the authors': a PGD entry in model_dict/MNIST_Linear.pt and a
+    result file whose accuracies were computed in the test, on 200 test points."""
+    torch.manual_seed(0)
+    n = 200
+    pixels = torch.rand(original.TEST_OFFSET + n, 1, 28, 28)
+    test = TensorData(pixels, _labels(original.TEST_OFFSET + n))
+    model = original.OriginalMLP().double().eval()
+    x, y = original.from_pixels(test.x[original.TEST_OFFSET:]), test.y[original.TEST_OFFSET:]
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    rows = []
+    for eps in (0.0, 0.2, 0.3):  # 0.3 is no table budget: skipped
+        adv = _fgsm_by_hand(model, x, y, eps)
+        with torch.no_grad():
+            ok = clean & (model(adv).argmax(1) == y)
+        acc = {**_per_label(ok, y), 10: float(ok.double().mean())}
+        rows += [{"acc": a, "alpha": 0.0, "attack_method": "FGSM", "epsilon": eps, "label": c,
+                  "smoothing_method": "adversarial", "temperature": None}
+                 for c, a in acc.items()]
+    repo = tmp_path / "repo"
+    (repo / "model_dict").mkdir(parents=True)
+    (repo / "res_dataframes").mkdir()
+    torch.save({authors.MODEL_KEY: model.state_dict()}, repo / "model_dict/MNIST_Linear.pt")
+    name = "MNIST_Linear_smoothing=adversarial_attacks=FGSM_PGD_adv_training.csv"
+    pd.DataFrame(rows).to_csv(repo / "res_dataframes" / name)
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "fake")
+    return repo, test, n, name
+
+
+def test_compare_reproduces_a_result_file_made_by_a_hand_written_fgsm(fake_repo):
+    repo, test, n, name = fake_repo
+    got = authors.compare(repo, "HEAD", test, setups=["mnist-linear"], sizes=(n,),
+                          log=lambda _: None)
+    assert list(got["attack"]) == ["clean", "FGSM"]
+    assert got["eps"].isna().iloc[0] and got["eps"].iloc[1] == pytest.approx(0.2)
+    assert (got["n"] == n).all() and (got["test_images"] == "1000-1199").all()
+    assert (got["result_file"] == f"res_dataframes/{name}").all()
+    assert got["ours"].tolist() == pytest.approx(got["published"].tolist(), abs=1e-12)
+    assert (got["points"] == 0).all()
+    assert got["published"].iloc[0] > got["published"].iloc[1]  # the attack did something
+    assert len(got.attrs["commit"]) == 40
+
+
+def test_a_result_file_of_other_test_images_is_refused(fake_repo):
+    repo, test, n, _ = fake_repo
+    with pytest.raises(BadFileError, match="fit no test slice"):
+        authors.compare(repo, "HEAD", test, setups=["mnist-linear"], sizes=(n - 50,),
+                        log=lambda _: None)
+
+
+def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
+    blob = io.BytesIO()
+    torch.save({"standard_0.1_None": {}}, blob)
+    with pytest.raises(BadFileError, match="MNIST_Linear.pt: has no entry"):
+        authors.load_model(blob.getvalue(), "mlp", "MNIST_Linear.pt")
+    with pytest.raises(BadFileError, match="not a readable torch file"):
+        authors.load_model(b"not torch", "mlp", "MNIST_Linear.pt")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/no/such/folder", "--out", "x.csv"], "no such folder"),
+    (["{tmp}", "--out", "x.csv"], "failed"),
+    (["{tmp}", "--iterations", "0", "--out", "x.csv"], ">= 1"),
+])
+def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    argv[argv.index("--out") + 1] = str(tmp_path / "x.csv")
+    try:
+        code = authors.main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expected in err, err
