@@ -38,6 +38,7 @@ import torch
 
 __all__ = ["bugs_of_table", "iterations_of_table"]
 
+ATTACKS = ("FGSM", "BIM", "DeepFool", "CW")
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
            "with_bug", "without", "change"]
 
@@ -138,11 +139,12 @@ def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
 
 def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
                   eps: Sequence[float] | None = None, data_root: str | None = None,
+                  attacks: Sequence[str] = ATTACKS,
                   log: Callable[[str], Any] = print) -> pd.DataFrame:
     """The bug ladder of every model of the original-protocol rows of ``table`` (models from
     the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps`` (default:
-    the table's own). One row per model, budget, switch and attack (DeepFool and CW once per
-    model, with ``eps`` NaN)."""
+    the table's own), for the attacks in ``attacks``. One row per model, budget, switch and
+    attack (DeepFool and CW once per model, with ``eps`` NaN)."""
     from lslib import original
     from lslib.experiments import SETUPS
 
@@ -159,7 +161,7 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
         steps = original.protocol_steps(protocol)
         kw = dict(alpha=config["alpha"], method=config["method"],
                   temperature=config["temperature"], steps=steps)
-        for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+        for attack in (a for a in ATTACKS if a in attacks):
             cells = model_rows[model_rows["attack"] == attack]
             if cells.empty:
                 continue
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=None,
                     help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
                          "(default: the table's)")
+    ap.add_argument("--attacks", type=_cli.name_list(ATTACKS), default=ATTACKS,
+                    help="the ladder's attacks, comma-separated (default all four)")
     ap.add_argument("--iterations", type=_counts, default=None, metavar="COUNTS",
                     help="instead of the ladder: DeepFool's and CW's accuracy with each of "
                          "these iteration counts (e.g. 10,20,30,50)")
@@ -216,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, cache=args.cache)
         else:
-            found = bugs_of_table(args.table, cache=args.cache, eps=args.eps)
+            found = bugs_of_table(args.table, cache=args.cache, eps=args.eps,
+                                  attacks=args.attacks)
         meta: dict[str, Any] = {
             "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
             "table": Path(args.table).as_posix(), "eps": args.eps,
-            "iterations": args.iterations, "threads": args.threads,
+            "iterations": args.iterations, "attacks": list(args.attacks),
+            "threads": args.threads,
             "started": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
             **provenance("cpu")}
         write_table_with_meta(args.out, found, meta)

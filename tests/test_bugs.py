@@ -38,6 +38,13 @@ def test_the_ladder_of_every_model_starts_from_the_tables_cells(tmp_path):
             hit = hit[hit["eps"] == row.eps]
         assert (hit["with_bug"] == row.accuracy).all() and len(hit) > 0
     assert (got["change"] == got["without"] - got["with_bug"]).all()
+    # a subset of the attacks: the same rows of those attacks, none of the others
+    some = bugs.bugs_of_table(out, cache=tmp_path / "cache", attacks=("BIM", "DeepFool"),
+                              log=lambda m: None)
+    assert set(some["attack"]) == {"BIM", "DeepFool"}
+    pd.testing.assert_frame_equal(
+        some.reset_index(drop=True),
+        got[got["attack"].isin(["BIM", "DeepFool"])].reset_index(drop=True))
     # a table the attacks do not reproduce is refused
     table["accuracy"] = table["accuracy"] + 0.5
     table.to_csv(out, index=False)
@@ -58,6 +65,7 @@ def test_the_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     out = ["--out", str(tmp_path / "o.csv")]
     for argv, says in [([str(tmp_path / "missing.csv"), *out], "missing.csv"),
                        ([str(paper), "--eps", "1.5", *out], "--eps"),
+                       ([str(paper), "--attacks", "PGD", *out], "--attacks"),
                        ([str(paper), *out], "no row of the original protocol")]:
         assert _exit_code(argv) == 2
         err = capsys.readouterr().err
