@@ -235,8 +235,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, data_root, refere
     out = tmp_path / "r.csv"
     cmd = _cli(out, tmp_path / "cache", data_root, "--address", ray_address)
     journal = out.with_name("r.csv.journal.jsonl")
+    # SIGINT as a terminal delivers it, even where this suite runs as a background job (whose
+    # children inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + TIMEOUT
     while proc.poll() is None and time.monotonic() < deadline:
         if journal.exists() and journal.read_text().count("\n") >= 3:

@@ -149,8 +149,10 @@ def test_the_optimiser_is_fused_adam_and_steps_as_the_default_adam():
             o.zero_grad()
             torch.nn.functional.cross_entropy(m(x), y).backward()
             o.step()
+    # the fused kernel rounds differently: seen up to 2e-6 on one weight of 128,000 on one CPU
+    # kind; a different update would differ by the step size, lr = 1e-2
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert any(not torch.equal(a, s) for a, s in zip(model.parameters(), start, strict=True))
 
 
