@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = [
     "NONNEGATIVE",
@@ -284,3 +284,21 @@ def command_line(prog: str, argv: Iterable[str]) -> str:
 
     return " ".join([prog, *(shlex.quote(_portable(a)) for a in argv)])
 
+
+
+def write_analysis(out: str, frame: Any, *, prog: str, argv: list[str] | None,
+                   started: Any, t0: float, threads: int, **fields: Any) -> None:
+    """An analysis command's table ``frame`` as ``out`` and its meta file beside it: the
+    command line (``prog`` with ``argv``, or this process's arguments), ``fields``, the threads,
+    the start, the wall time since ``t0`` (``time.perf_counter``) and the code's provenance
+    (:func:`lslib.experiments.provenance`). What ``lslib.bugs``, ``lslib.survivors`` and
+    ``lslib.authors`` leave."""
+    import time
+
+    from lslib._files import write_table_with_meta
+    from lslib.experiments import provenance
+
+    meta = {"command": command_line(prog, sys.argv[1:] if argv is None else argv), **fields,
+            "threads": threads, "started": started.isoformat(),
+            "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
+    write_table_with_meta(out, frame, meta)

@@ -219,12 +219,10 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
 
     from lslib import _cli
-    from lslib._files import write_table_with_meta
     from lslib.bugs import _counts
-    from lslib.experiments import provenance, sweep_test_split
+    from lslib.experiments import sweep_test_split
 
     ap = _cli.OneLineParser(prog="python -m lslib.authors", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,13 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         test = sweep_test_split("mnist-linear", "real", args.data, 0)
         found = compare(args.repo, args.commit, test, setups=args.setup,
                         iterations=args.iterations)
-        meta: dict[str, Any] = {
-            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
-            "authors_repository": "MGoibert/Label_smoothing",
-            "authors_commit": found.attrs["commit"], "iterations": args.iterations,
-            "threads": args.threads, "started": started.isoformat(),
-            "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
-        write_table_with_meta(args.out, found, meta)
+        _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
+                            threads=args.threads,
+                            authors_repository="MGoibert/Label_smoothing",
+                            authors_commit=found.attrs["commit"], iterations=args.iterations)
         return 0
 
     return _cli.report_user_errors(ap.prog, run)

@@ -191,11 +191,8 @@ def _counts(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
 
     from lslib import _cli
-    from lslib._files import write_table_with_meta
-    from lslib.experiments import provenance
 
     ap = _cli.OneLineParser(prog="python -m lslib.bugs", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,14 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             found = bugs_of_table(args.table, cache=args.cache, eps=args.eps,
                                   attacks=args.attacks)
-        meta: dict[str, Any] = {
-            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
-            "table": Path(args.table).as_posix(), "eps": args.eps,
-            "iterations": args.iterations, "attacks": list(args.attacks),
-            "threads": args.threads,
-            "started": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
-            **provenance("cpu")}
-        write_table_with_meta(args.out, found, meta)
+        _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
+                            threads=args.threads, table=Path(args.table).as_posix(),
+                            eps=args.eps, iterations=args.iterations,
+                            attacks=list(args.attacks))
         return 0
 
     return _cli.report_user_errors(ap.prog, run)

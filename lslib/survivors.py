@@ -26,7 +26,6 @@ import argparse
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -124,11 +123,8 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
 
     from lslib import _cli
-    from lslib._files import write_table_with_meta
-    from lslib.experiments import provenance
 
     ap = _cli.OneLineParser(prog="python -m lslib.survivors", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,12 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         found = survivors_of_table(args.table, cache=args.cache, threshold=args.threshold)
-        meta: dict[str, Any] = {
-            "command": _cli.command_line(ap.prog, sys.argv[1:] if argv is None else argv),
-            "table": Path(args.table).as_posix(), "threshold": args.threshold,
-            "threads": args.threads, "started": started.isoformat(),
-            "wall_seconds": time.perf_counter() - t0, **provenance("cpu")}
-        write_table_with_meta(args.out, found, meta)
+        _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
+                            threads=args.threads, table=Path(args.table).as_posix(),
+                            threshold=args.threshold)
         return 0
 
     return _cli.report_user_errors(ap.prog, run)
