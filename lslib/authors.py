@@ -175,12 +175,12 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
             cells = read_result_file(_git(repo, "show", f"{full}:{path}").decode(), where)
             for cell in cells.itertuples():
                 attack, eps = str(cell.attack), float(cell.eps)
-                if attack in ("FGSM", "BIM") and not (eps == 0 or _table_budget(eps)):
-                    continue
-                if attack in ("FGSM", "BIM") and eps == 0:
-                    if attack == "BIM":
-                        continue  # the same clean accuracy as FGSM's
+                if attack == "BIM" and eps == 0:
+                    continue  # the clean accuracy, as FGSM's row at 0 gives it
+                if attack == "FGSM" and eps == 0:
                     attack = "clean"
+                elif attack in ("FGSM", "BIM") and not _table_budget(eps):
+                    continue
                 n = infer_size(cell.per_label, test.y, sizes)
                 if n is None:
                     raise BadFileError(where, f"{cell.attack} at {eps}: its per-label "
@@ -219,7 +219,6 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
 
 
 def main(argv: list[str] | None = None) -> int:
-
     from lslib import _cli
     from lslib.bugs import _counts
     from lslib.experiments import sweep_test_split

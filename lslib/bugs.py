@@ -191,7 +191,6 @@ def _counts(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     from lslib import _cli
 
     ap = _cli.OneLineParser(prog="python -m lslib.bugs", description=__doc__,

@@ -123,7 +123,6 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     from lslib import _cli
 
     ap = _cli.OneLineParser(prog="python -m lslib.survivors", description=__doc__,
