@@ -78,6 +78,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    "set-up's)")
     p.add_argument("--n-test", type=_cli.int_at_least(1), default=None,
                    help="test images per attack for every protocol (default: the protocol's)")
+    p.add_argument("--lenet-start", type=_cli.existing_file(), default=None, metavar="FILE",
+                   help="--protocol original: the MNIST LeNet starts from these weights (the "
+                   "authors' lenet_mnist_model.pth) instead of a checkpoint trained here")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -104,11 +107,16 @@ def _reproduce(args: argparse.Namespace) -> int:
                       alphas=args.alphas, temperatures=args.temperatures,
                       baselines=args.baselines, attacks=args.attacks, eps=args.eps,
                       seed=args.seed, quick=args.quick, n_test=args.n_test,
-                      data_source="synthetic" if args.synthetic else "real")
+                      data_source="synthetic" if args.synthetic else "real",
+                      lenet_start=None if args.lenet_start is None else str(args.lenet_start))
         execution = execution_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.lenet_start is not None:  # a damaged or wrong file fails here, not in a worker
+        from lslib.original import StartFile, read_start_file
+
+        read_start_file(StartFile.of(args.lenet_start))
     if args.threads:
         import torch
 

@@ -388,6 +388,8 @@ class Sweep:
     uses each set-up's eps (the paper's 0.05, 0.2, 0.4; 0.4 is missing for CIFAR ResNet and SVHN).
     ``quick`` shrinks training and attacks (:meth:`Protocol.quick`); ``n_test`` overrides every
     test-slice size of the protocols; ``data_source="synthetic"`` uses random stand-in data.
+    ``lenet_start``: under the original protocol the MNIST LeNet starts from the weights in this
+    file (the authors' ``lenet_mnist_model.pth``) instead of a checkpoint trained here.
     """
 
     setups: tuple[str, ...]
@@ -402,6 +404,7 @@ class Sweep:
     quick: bool = False
     data_source: str = "real"
     n_test: int | None = None
+    lenet_start: str | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("setups", self.setups, SETUPS),
@@ -414,6 +417,12 @@ class Sweep:
                 raise ValueError(f"unknown {name} {bad}: choose from {sorted(allowed)}")
         if self.data_source not in ("real", "synthetic"):
             raise ValueError(f"data_source must be 'real' or 'synthetic', got {self.data_source!r}")
+        if self.lenet_start is not None:
+            if "original" not in self.protocols or "mnist-lenet" not in self.setups:
+                raise ValueError("lenet_start is the original protocol's LeNet checkpoint: it "
+                                 "needs protocol 'original' and set-up mnist-lenet")
+            if not Path(self.lenet_start).is_file():
+                raise ValueError(f"lenet_start: no such file: {self.lenet_start}")
         if "original" in self.protocols:
             other = [s for s in self.setups if s not in ORIGINAL_SETUPS]
             if other:
@@ -851,7 +860,8 @@ def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
         from lslib.original import train_config
 
         config: Any = train_config(SETUPS[row.setup], row.defence, seed=sweep.seed,
-                                   quick=sweep.quick, data_source=sweep.data_source)
+                                   quick=sweep.quick, data_source=sweep.data_source,
+                                   lenet_start=sweep.lenet_start)
     else:
         config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
                                           data_source=sweep.data_source)

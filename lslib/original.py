@@ -90,6 +90,7 @@ from a seeded random initialisation (so the natural LeNet of the tables has 100 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -106,6 +107,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "LIMS",
+    "AUTHORS_LENET_SHA256",
     "SWITCH_ATTACKS",
     "AsOriginal",
     "MODELS",
@@ -113,6 +115,7 @@ __all__ = [
     "OriginalConfig",
     "OriginalLeNet",
     "OriginalMLP",
+    "StartFile",
     "Switches",
     "attack_accuracy",
     "bim",
@@ -125,6 +128,7 @@ __all__ = [
     "has_converged",
     "smooth_cross_entropy",
     "protocol_steps",
+    "read_start_file",
     "smooth_label",
     "tanh_space_maps",
     "test_slice",
@@ -297,7 +301,8 @@ def smooth_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean")
 class OriginalConfig:
     """Everything that determines a model trained as the original trained it (the cache key is
     a hash of it). ``method`` None is natural training; ``adversarial`` is the PGD-AT baseline;
-    ``start_from`` the natural checkpoint training starts from (None: a random init)."""
+    ``start_from`` the natural checkpoint training starts from (None: a random init; a
+    :class:`StartFile`: weights read from a file, the authors' pretrained LeNet)."""
 
     model: str
     method: str | None = None
@@ -321,7 +326,7 @@ class OriginalConfig:
     seed: int = 0
     train_limit: int | None = None
     data_source: str = "real"
-    start_from: OriginalConfig | None = None
+    start_from: OriginalConfig | StartFile | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -364,14 +369,113 @@ class OriginalConfig:
                               cache=cache, progress=progress, start_state=start_state)
 
 
+#: SHA-256 of the authors' pretrained MNIST LeNet, ``lenet_mnist_model.pth`` (git blob 571e03a of
+#: MGoibert/Label_smoothing, added in bd852ed on 2019-02-18 and again in f0dae34): the checkpoint
+#: every LeNet of the tables started from.
+AUTHORS_LENET_SHA256 = "a3f7b2aa9f6800fdbf6cdbf952aee04ade4095dcb31071ee8eb609338dd227bb"
+
+
+@dataclass(frozen=True)
+class StartFile:
+    """A start checkpoint read from a weights file instead of trained (runner seam, as
+    :class:`OriginalConfig`): the authors' pretrained LeNet, ``lenet_mnist_model.pth``. The
+    cache key hashes the file's SHA-256 and the model, not ``path`` (where this machine keeps
+    it); reading a file with another SHA-256 is an error."""
+
+    model: str
+    sha256: str
+    path: str
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+
+    @classmethod
+    def of(cls, path: str | Path, model: str = "lenet-mnist") -> StartFile:
+        """The start file at ``path`` (its SHA-256 read now); FileNotFoundError names it."""
+        return cls(model, _sha256_of(Path(path)), str(path))
+
+    @property
+    def source(self) -> str:
+        """What the file is, for a reader: the authors' checkpoint or another file."""
+        if self.sha256 == AUTHORS_LENET_SHA256:
+            return "the authors' lenet_mnist_model.pth"
+        return f"a weights file (sha256 {self.sha256[:12]})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _hashed(self) -> dict[str, Any]:
+        return {"model": self.model, "sha256": self.sha256}
+
+    def key(self) -> str:
+        payload = json.dumps({"original-start-file": 1, **self._hashed()}, sort_keys=True)
+        return "orig-start-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def build(self) -> nn.Module:
+        return MODELS[self.model]().double()
+
+    def train_fresh(self, *, device: torch.device, data_root: str | None = None,
+                    download: bool = False, progress: bool = False,
+                    cache: Path | None = None, start_state: dict[str, Tensor] | None = None
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The model with the file's weights, in float64 (runner seam: nothing is trained)."""
+        from lslib.experiments import provenance
+
+        model = self.build()
+        model.load_state_dict(read_start_file(self))
+        record = {"config": json.dumps(self._hashed(), sort_keys=True), "source": self.source,
+                  "seconds": 0.0, "epoch_seconds": [], "batches": 0, "batch_seconds": 0.0,
+                  "batch_cpu_seconds": 0.0, "losses": [], "learning_rates": [],
+                  "epochs_run": 0, **{k: str(v) for k, v in provenance(device).items()}}
+        return model.to(device).eval(), record
+
+
+def _sha256_of(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such start checkpoint file: {path} (the authors' LeNet: "
+                                f"git -C <clone of MGoibert/Label_smoothing> show "
+                                f"571e03a > {path})")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_START_REMEDY = ("give the authors' lenet_mnist_model.pth: git -C <clone of "
+                 "MGoibert/Label_smoothing> show 571e03a > lenet_mnist_model.pth")
+
+
+def read_start_file(start: StartFile) -> dict[str, Tensor]:
+    """The float64 state dict of ``start``'s file, checked: the SHA-256 the config names (so a
+    cache key never stands for other weights) and the parameter names and shapes of the model.
+    Raises :class:`lslib._files.CheckpointError` naming the file and what is wrong."""
+    from lslib._files import CheckpointError, read_checkpoint
+
+    path = Path(start.path)
+    if _sha256_of(path) != start.sha256:
+        raise CheckpointError(path, f"its SHA-256 is not {start.sha256} (the file changed since "
+                              f"the run was planned)", "restore the file or plan the run again")
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(path, exc.problem, _START_REMEDY) from None
+    want = {k: v.shape for k, v in start.build().state_dict().items()}
+    have = {k: v.shape for k, v in state.items()}
+    if have != want:
+        raise CheckpointError(path, f"does not hold the weights of a {start.model!r} model "
+                              f"(names and shapes differ)", _START_REMEDY)
+    return {k: v.to(torch.float64) for k, v in state.items()}
+
+
 #: Fields of :class:`OriginalConfig` added after models were cached, with their defaults.
 _ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True}
 
 
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
-                 data_source: str = "real") -> OriginalConfig:
+                 data_source: str = "real", lenet_start: str | Path | None = None
+                 ) -> OriginalConfig:
     """The :class:`OriginalConfig` of a defence (:class:`lslib.experiments.Defence`) on an MNIST
-    set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images."""
+    set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images.
+    ``lenet_start``: the LeNet starts from the weights in this file (:class:`StartFile`, the
+    authors' ``lenet_mnist_model.pth``) instead of from a checkpoint trained here."""
     if setup.model not in MODELS:
         raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
                          f"{setup.name!r}")
@@ -379,7 +483,10 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
     if data_source == "synthetic":
         small.update(train_limit=64 if quick else 256, val_n=32)
     base = dict(model=setup.model, seed=seed, data_source=data_source, **small)
-    start = OriginalConfig(**base) if setup.model == "lenet-mnist" else None
+    start: OriginalConfig | StartFile | None = None
+    if setup.model == "lenet-mnist":
+        start = (OriginalConfig(**base) if lenet_start is None
+                 else _start_file(str(lenet_start), setup.model))
     return OriginalConfig(**base, method=_METHOD_OF.get(defence.name),
                           alpha=0.0 if defence.alpha is None else float(defence.alpha),
                           temperature=(0.001 if defence.temperature is None
@@ -387,6 +494,11 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
                           adversarial=defence.name == "PGD-AT", start_from=start,
                           **(_pgd_at_training(small.get("pgd_start_epoch", 20))
                              if defence.name == "PGD-AT" else {}))
+
+
+@functools.lru_cache(maxsize=8)
+def _start_file(path: str, model: str) -> StartFile:
+    return StartFile.of(path, model)  # read once per sweep, not once per row
 
 
 def _pgd_at_training(pgd_start_epoch: int) -> dict[str, Any]:
@@ -577,13 +689,16 @@ def _smoother(config: OriginalConfig) -> Callable[[Tensor, Tensor], Tensor]:
                                          config.temperature)
 
 
-def _checkpoint(config: OriginalConfig, device: torch.device, data_root: str | None,
-                download: bool, cache: Path | None,
+def _checkpoint(config: OriginalConfig | StartFile, device: torch.device,
+                data_root: str | None, download: bool, cache: Path | None,
                 log: Callable[[str], None] | None) -> dict[str, Tensor]:
-    """The weights of ``config`` from the model cache, trained and saved there if missing."""
+    """The weights of ``config`` from the model cache, trained and saved there if missing (a
+    :class:`StartFile`: read from its file)."""
     from lslib._files import read_cache_entry
     from lslib.experiments import atomic_write, cache_dir
 
+    if isinstance(config, StartFile):
+        return read_start_file(config)
     path = cache_dir(cache) / f"{config.key()}.pt"
     if path.exists():
         return read_cache_entry(path)[0]
