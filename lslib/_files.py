@@ -10,6 +10,7 @@ import csv
 import math
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def _load_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as exc:
+            pickle.UnpicklingError, struct.error) as exc:  # struct: a short legacy-format file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(exc).__name__}: "
                               f"{first})", _CHECKPOINT_REMEDY) from None

@@ -438,3 +438,116 @@ def test_cache_keys_of_models_cached_before_a_field_was_added_stay_the_same():
     payload = json.dumps({"original": 1, **old}, sort_keys=True, default=str)
     assert config.key() == "orig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert dataclasses.replace(config, pgd_grad_leak=False).key() != config.key()
+
+
+# --------------------------------------------------------------------------------------------
+# the authors' pretrained LeNet as the start checkpoint (--lenet-start)
+# --------------------------------------------------------------------------------------------
+
+
+def _start_weights(path, seed: int = 3, model: str = "lenet-mnist") -> dict[str, torch.Tensor]:
+    """A float32 state dict saved at ``path``, as the tutorial's checkpoint is stored."""
+    torch.manual_seed(seed)
+    state = orig.MODELS[model]().state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_a_start_file_is_keyed_by_its_contents_not_its_path(tmp_path):
+    from lslib.experiments import SETUPS, Defence
+
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    _start_weights(a)
+    b.write_bytes(a.read_bytes())
+    config = orig.train_config(SETUPS["mnist-lenet"], Defence("SLS", 0.1), lenet_start=a)
+    start = config.start_from
+    assert isinstance(start, orig.StartFile)
+    assert start.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
+    moved = orig.train_config(SETUPS["mnist-lenet"], Defence("SLS", 0.1), lenet_start=b)
+    assert moved.key() == config.key()  # the same weights elsewhere: the same models
+    assert config.key() != orig.train_config(SETUPS["mnist-lenet"], Defence("SLS", 0.1)).key()
+    _start_weights(b, seed=4)
+    orig._start_file.cache_clear()
+    other = orig.train_config(SETUPS["mnist-lenet"], Defence("SLS", 0.1), lenet_start=b)
+    assert other.key() != config.key()  # other weights: other models
+    assert start.source.startswith("a weights file (sha256 ")
+    assert orig.StartFile("lenet-mnist", orig.AUTHORS_LENET_SHA256, "x").source == (
+        "the authors' lenet_mnist_model.pth")
+
+
+def test_training_starts_from_the_start_files_weights_in_float64(tmp_path):
+    path = tmp_path / "lenet.pth"
+    saved = _start_weights(path)
+    start = orig.StartFile.of(path)
+    # no epoch: the trained model is the start file's weights, cast to float64
+    config = orig.OriginalConfig(model="lenet-mnist", epochs=0, val_n=8,
+                                 data_source="synthetic", start_from=start)
+    model, _ = orig.train_original(config, cache=tmp_path / "cache")
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float64
+        assert torch.equal(value, saved[name].to(torch.float64)), name
+    loaded, record = start.train_fresh(device=torch.device("cpu"))
+    assert record["epochs_run"] == 0 and json.loads(record["config"])["sha256"] == start.sha256
+    assert all(torch.equal(v, saved[k].double()) for k, v in loaded.state_dict().items())
+
+
+def test_a_start_file_that_changed_or_is_another_model_is_refused(tmp_path):
+    from lslib._files import CheckpointError
+
+    path = tmp_path / "lenet.pth"
+    _start_weights(path)
+    start = orig.StartFile.of(path)
+    _start_weights(path, seed=5)
+    with pytest.raises(CheckpointError, match="SHA-256") as err:
+        orig.read_start_file(start)
+    assert str(path) in str(err.value)
+    _start_weights(path, model="mlp")
+    with pytest.raises(CheckpointError, match="'lenet-mnist' model"):
+        orig.read_start_file(orig.StartFile.of(path))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="571e03a"):
+        orig.read_start_file(orig.StartFile.of(path))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        orig.StartFile.of(tmp_path / "missing.pth")
+
+
+def test_the_runner_starts_every_lenet_from_the_start_file(tmp_path):
+    from lslib._files import read_cache_entry
+    from lslib.experiments import SETUPS, Sweep, read_results, run_sweep
+
+    path = tmp_path / "lenet.pth"
+    _start_weights(path)
+    sweep = dataclasses.replace(_lenet_sweep(), lenet_start=str(path))
+    cache = tmp_path / "cache"
+    run_sweep(sweep, tmp_path / "o.csv", cache=cache, progress=False, device="cpu")
+    assert len(read_results(tmp_path / "o.csv")) == 3
+    configs = [orig.train_config(SETUPS["mnist-lenet"], d, quick=True, data_source="synthetic",
+                                 lenet_start=path) for d in sweep.defences()]
+    start = orig.StartFile.of(path)
+    assert all(c.start_from == start for c in configs)
+    assert {p.name for p in cache.iterdir()} == {f"{c.key()}.pt" for c in [start, *configs]}
+    for config in configs:  # the runner's models are those of a direct training
+        direct, _ = orig.train_original(config, cache=tmp_path / "direct")
+        state, _ = read_cache_entry(cache / f"{config.key()}.pt")
+        assert all(torch.equal(state[k], v) for k, v in direct.state_dict().items())
+    with pytest.raises(ValueError, match="mnist-lenet"):
+        Sweep(setups=("mnist-linear",), protocols=("original",), lenet_start=str(path))
+    with pytest.raises(ValueError, match="original"):
+        Sweep(setups=("mnist-lenet",), protocols=("paper",), lenet_start=str(path))
+
+
+def test_lenet_start_cli_errors_are_one_line(tmp_path, capsys):
+    from lslib.__main__ import main
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"junk")
+    args = ["reproduce", "mnist-lenet", "--protocol", "original", "--out",
+            str(tmp_path / "o.csv"), "--lenet-start"]
+    with pytest.raises(SystemExit) as ex:  # argparse: a missing file
+        main([*args, str(tmp_path / "none.pth")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and "--lenet-start: no such file" in err[-1]
+    assert main([*args, str(bad)]) == 2  # a damaged file: refused before any training
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.pth" in err and "571e03a" in err
+    assert not (tmp_path / "o.csv").exists()
