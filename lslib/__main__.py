@@ -160,7 +160,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                        "the difference ours - paper.")
     p.add_argument("results", type=_cli.existing_file(), nargs="*",
                    help="CSVs written by `lslib reproduce` (default: the MNIST ones of "
-                   "results/ that exist)")
+                   "results/ that exist; the LeNet's original protocol from the authors' "
+                   "checkpoint where it ran)")
     p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                    help="only this protocol")
     p.add_argument("--attack", default=None, choices=list(ATTACK_NAMES),
@@ -176,8 +177,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_compare)
 
 
-DEFAULT_RESULTS = ("mnist-linear.csv", "mnist-lenet.csv", "mnist-linear-original.csv",
-                   "mnist-lenet-original.csv")
+#: compare's default CSVs: of each group, the first that exists in results/ (the LeNet's original
+#: protocol from the authors' own checkpoint, else from one trained here)
+DEFAULT_RESULTS = (("mnist-linear.csv",), ("mnist-lenet.csv",), ("mnist-linear-original.csv",),
+                   ("mnist-lenet-original-authors-start.csv", "mnist-lenet-original.csv"))
+
+
+def _default_results(folder: Path) -> list[Path]:
+    """Of each group of :data:`DEFAULT_RESULTS`, the first file that exists in ``folder``."""
+    found = []
+    for group in DEFAULT_RESULTS:
+        path = next((folder / n for n in group if (folder / n).is_file()), None)
+        if path is not None:
+            found.append(path)
+    return found
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -191,8 +204,7 @@ def _compare(args: argparse.Namespace) -> int:
         side_by_side,
     )
 
-    paths = [Path(p) for p in args.results] or [
-        Path("results") / n for n in DEFAULT_RESULTS if (Path("results") / n).is_file()]
+    paths = [Path(p) for p in args.results] or _default_results(Path("results"))
     if not paths:
         print("no results to compare: give CSVs written by `lslib reproduce` (none in results/)",
               file=sys.stderr)

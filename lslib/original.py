@@ -81,10 +81,15 @@ them, and DeepFool is the same at 10 and at 50 iterations
 --iterations``; the tables chapter shows it). So we run CW at 4 x 50 and DeepFool at 10: a
 choice that reproduces the cells, not a recorded fact.
 
-What cannot be known: the pretrained LeNet checkpoint (``lenet_mnist_model.pth``, the PyTorch
-adversarial-example tutorial's, trained elsewhere with another recipe); the seeds (none was set).
-We make the checkpoint the same way as every model here: the original training with alpha = 0
-from a seeded random initialisation (so the natural LeNet of the tables has 100 epochs).
+The LeNet's starting checkpoint. Every LeNet of the tables started from
+``lenet_mnist_model.pth``, the PyTorch adversarial-example tutorial's checkpoint (trained
+elsewhere, with another recipe), loaded before every training. The authors' repository holds that
+file (git blob 571e03a, added in bd852ed and again in f0dae34; SHA-256
+:data:`AUTHORS_LENET_SHA256`), and ``--lenet-start FILE`` (:class:`StartFile`) starts every LeNet
+from it. Without that file (a clone of the authors' repository is not a dependency), the
+checkpoint is made the same way as every model here: the original training with alpha = 0 from a
+seeded random initialisation (so that natural LeNet has 100 epochs). What cannot be known: the
+seeds (none was set).
 """
 
 from __future__ import annotations

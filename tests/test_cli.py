@@ -101,3 +101,16 @@ def test_compare_summary_gives_each_setups_share(capsys):
     block = out.split("mnist-linear: share of its cells")[1].split("mnist-lenet:")[0]
     line = next(x for x in block.splitlines() if x.strip().startswith("paper"))
     assert f"T2-5 {pooled.within}/{pooled.cells} " in line and pooled.cells == 112
+
+
+def test_compare_defaults_to_the_lenet_from_the_authors_checkpoint(tmp_path):
+    from lslib.__main__ import _default_results
+
+    assert _default_results(tmp_path) == []
+    for name in ("mnist-linear.csv", "mnist-lenet-original.csv"):
+        (tmp_path / name).write_text("x")
+    assert _default_results(tmp_path) == [tmp_path / "mnist-linear.csv",
+                                          tmp_path / "mnist-lenet-original.csv"]
+    (tmp_path / "mnist-lenet-original-authors-start.csv").write_text("x")
+    assert _default_results(tmp_path) == [tmp_path / "mnist-linear.csv",
+                                          tmp_path / "mnist-lenet-original-authors-start.csv"]
