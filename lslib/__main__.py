@@ -90,6 +90,17 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reproduce)
 
 
+def _start_suffix(lenet_start: str | None) -> str:
+    """The default output's mark of a LeNet start file: "-authors-start" for the authors'
+    checkpoint, "-start-<first 12 hex digits of its SHA-256>" for another file."""
+    if lenet_start is None:
+        return ""
+    from lslib.original import AUTHORS_LENET_SHA256, StartFile
+
+    sha = StartFile.of(lenet_start).sha256
+    return "-authors-start" if sha == AUTHORS_LENET_SHA256 else f"-start-{sha[:12]}"
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from lslib.experiments import SETUPS, OutputBusyError, Sweep, SweepInterrupted, run_sweep
     from lslib.paper_tables import side_by_side
@@ -124,7 +135,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
-            "-quick" if args.quick else "") + ("-synthetic" if args.synthetic else "")
+            _start_suffix(args.lenet_start) + ("-quick" if args.quick else "")
+            + ("-synthetic" if args.synthetic else ""))
         out = Path("results") / f"{stem}.csv"
     command = _cli.command_line("python -m lslib", args.argv)
     try:

@@ -114,3 +114,18 @@ def test_compare_defaults_to_the_lenet_from_the_authors_checkpoint(tmp_path):
     (tmp_path / "mnist-lenet-original-authors-start.csv").write_text("x")
     assert _default_results(tmp_path) == [tmp_path / "mnist-linear.csv",
                                           tmp_path / "mnist-lenet-original-authors-start.csv"]
+
+
+def test_the_default_output_names_the_lenet_start_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from lslib import original
+    from lslib.__main__ import _start_suffix
+
+    start = tmp_path / "lenet.pth"
+    start.write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    assert _start_suffix(None) == ""
+    assert _start_suffix(str(start)) == f"-start-{sha[:12]}"
+    monkeypatch.setattr(original, "AUTHORS_LENET_SHA256", sha)
+    assert _start_suffix(str(start)) == "-authors-start"
