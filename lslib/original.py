@@ -354,8 +354,7 @@ class OriginalConfig:
         return d
 
     def key(self) -> str:
-        payload = json.dumps({"original": 1, **self._hashed()}, sort_keys=True, default=str)
-        return "orig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _cache_key("orig-", {"original": 1, **self._hashed()})
 
     def build(self) -> nn.Module:
         """A fresh float64 model of this config's architecture (runner seam)."""
@@ -414,11 +413,9 @@ class StartFile:
         return {"model": self.model, "sha256": self.sha256}
 
     def key(self) -> str:
-        payload = json.dumps({"original-start-file": 1, **self._hashed()}, sort_keys=True)
-        return "orig-start-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _cache_key("orig-start-", {"original-start-file": 1, **self._hashed()})
 
-    def build(self) -> nn.Module:
-        return MODELS[self.model]().double()
+    build = OriginalConfig.build  # the same float64 model of ``self.model``
 
     def train_fresh(self, *, device: torch.device, data_root: str | None = None,
                     download: bool = False, progress: bool = False,
@@ -468,6 +465,12 @@ def read_start_file(start: StartFile) -> dict[str, Tensor]:
         raise CheckpointError(path, f"does not hold the weights of a {start.model!r} model "
                               f"(names and shapes differ)", _START_REMEDY)
     return {k: v.to(torch.float64) for k, v in state.items()}
+
+
+def _cache_key(prefix: str, payload: dict[str, Any]) -> str:
+    """``prefix`` and 16 hex digits of the SHA-256 of ``payload`` as sorted JSON."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return prefix + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 #: Fields of :class:`OriginalConfig` added after models were cached, with their defaults.
