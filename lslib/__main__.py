@@ -28,6 +28,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lslib import _cli
 
@@ -90,14 +91,15 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reproduce)
 
 
-def _start_suffix(lenet_start: str | None) -> str:
-    """The default output's mark of a LeNet start file: "-authors-start" for the authors'
-    checkpoint, "-start-<first 12 hex digits of its SHA-256>" for another file."""
-    if lenet_start is None:
+def _start_suffix(start: Any) -> str:
+    """The default output's mark of a LeNet start file (a :class:`lslib.original.StartFile`, or
+    None): "-authors-start" for the authors' checkpoint, "-start-<first 12 hex digits of its
+    SHA-256>" for another file."""
+    if start is None:
         return ""
-    from lslib.original import AUTHORS_LENET_SHA256, StartFile
+    from lslib.original import AUTHORS_LENET_SHA256
 
-    sha = StartFile.of(lenet_start).sha256
+    sha = start.sha256
     return "-authors-start" if sha == AUTHORS_LENET_SHA256 else f"-start-{sha[:12]}"
 
 
@@ -124,10 +126,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    start = None
     if args.lenet_start is not None:  # a damaged or wrong file fails here, not in a worker
         from lslib.original import StartFile, read_start_file
 
-        read_start_file(StartFile.of(args.lenet_start))
+        start = StartFile.of(args.lenet_start)
+        read_start_file(start)
     if args.threads:
         import torch
 
@@ -135,7 +139,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
-            _start_suffix(args.lenet_start) + ("-quick" if args.quick else "")
+            _start_suffix(start) + ("-quick" if args.quick else "")
             + ("-synthetic" if args.synthetic else ""))
         out = Path("results") / f"{stem}.csv"
     command = _cli.command_line("python -m lslib", args.argv)

@@ -406,9 +406,6 @@ class StartFile:
             return "the authors' lenet_mnist_model.pth"
         return f"a weights file (sha256 {self.sha256[:12]})"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def _hashed(self) -> dict[str, Any]:
         return {"model": self.model, "sha256": self.sha256}
 

@@ -50,6 +50,7 @@ __all__ = [
     "train_and_attack",
     "versus_alpha",
     "wide_table",
+    "across_seeds",
 ]
 
 ALPHAS = (0.005, 0.1, 0.4)
@@ -382,6 +383,34 @@ def summarise_differences(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataF
                 max_abs_diff=("abs", "max"), within=("in", "mean")).reset_index()
     out.insert(3, "table", out["attack"].map(TABLE_NUMBER))
     return out
+
+
+def across_seeds(first: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The cells of the models ``reruns`` trained again with other seeds, beside ``first`` (the
+    rows of the same set-up's table, every model; seed 0): one row per model and cell of the
+    attacks re-run, one column per seed ("seed 0", ...), their ``range`` (max - min) and the
+    ``paper``'s cell; and each model's training seconds per seed (index defence, alpha, seed)."""
+    models = reruns[["defence", "alpha"]].drop_duplicates()
+    first = first.merge(models, on=["defence", "alpha"])
+    first = first[first["attack"].isin(set(reruns["attack"]))]
+    rows = pd.concat([first, reruns], ignore_index=True)
+    train = rows.drop_duplicates(["defence", "alpha", "seed"]).set_index(
+        ["defence", "alpha", "seed"])["train_seconds"].astype(float)
+    cells = side_by_side(rows.assign(
+        protocol=lambda d: "seed " + d["seed"].astype(str))).dropna(subset=["ours"])
+    index = ["defence", "alpha", "attack", "eps"]
+    wide = cells.pivot_table(index=index, columns="protocol", values="ours", dropna=False)
+    seeds = list(wide.columns)
+    wide = wide.dropna(how="all")
+    wide["range"] = wide[seeds].max(axis=1) - wide[seeds].min(axis=1)
+    wide["paper"] = cells.drop_duplicates(index).set_index(index)["paper"].reindex(wide.index)
+    order = {"clean": 0, "FGSM": 1, "BIM": 2, "DeepFool": 3, "CW": 4}
+    wide = (wide.reset_index()
+            .sort_values(["defence", "attack", "eps"],
+                         key=lambda v: v.map(order) if v.name == "attack" else v)
+            .reset_index(drop=True))
+    wide.columns.name = None
+    return wide, train
 
 
 def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:

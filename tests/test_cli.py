@@ -126,6 +126,6 @@ def test_the_default_output_names_the_lenet_start_file(tmp_path, monkeypatch):
     start.write_bytes(b"weights")
     sha = hashlib.sha256(b"weights").hexdigest()
     assert _start_suffix(None) == ""
-    assert _start_suffix(str(start)) == f"-start-{sha[:12]}"
+    assert _start_suffix(original.StartFile.of(start)) == f"-start-{sha[:12]}"
     monkeypatch.setattr(original, "AUTHORS_LENET_SHA256", sha)
-    assert _start_suffix(str(start)) == "-authors-start"
+    assert _start_suffix(original.StartFile.of(start)) == "-authors-start"

@@ -352,3 +352,24 @@ def test_share_within_counts_cells_not_run_as_missed():
     assert s.loc["5", "cells"] == 3 and s.loc["5", "run"] == 2 and s.loc["5", "within"] == 1
     assert s.loc["5", "share"] == pytest.approx(1 / 3) and s.loc["5", "share_run"] == 0.5
     assert s.loc["2-5", "cells"] == 3 and s.loc["6", "share"] == 1.0
+
+
+def test_across_seeds_sets_each_seed_beside_the_paper():
+    from lslib.experiments import read_results
+    from lslib.paper_tables import across_seeds, paper_table
+
+    first = read_results(Path(__file__).resolve().parents[1] / "results"
+                         / "mnist-linear-original.csv")
+    rerun = first[(first["defence"] == "natural") & first["attack"].isin(["clean", "FGSM"])]
+    rerun = rerun.assign(seed=1, accuracy=(rerun["accuracy"] + 0.01).clip(upper=1.0),
+                         train_seconds=7.0)
+    wide, train = across_seeds(first, rerun)
+    assert list(wide["attack"]) == ["clean", "FGSM", "FGSM", "FGSM"]  # only the attacks re-run
+    assert set(wide["defence"]) == {"natural"}
+    assert (wide["seed 1"] - wide["seed 0"]).round(9).eq(0.01).all()
+    assert wide["range"].round(9).eq(0.01).all()
+    paper = paper_table().query("setup == 'mnist-linear' and defence == 'natural'")
+    fgsm = wide[wide["attack"] == "FGSM"].set_index("eps")["paper"]
+    want = paper[paper["attack"] == "FGSM"].set_index("eps")["accuracy"]
+    assert fgsm.round(3).to_dict() == want.round(3).to_dict()
+    assert list(train.xs(1, level="seed")) == [7.0]
