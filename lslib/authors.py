@@ -13,7 +13,8 @@ paper's belongs to the training, not to the attacks.
 Which test images a file used is read from the file itself: every per-label accuracy is a count
 of points divided by the number of test points of that label, so only the right slice makes all
 of them whole counts (:func:`infer_size`). The FGSM and BIM files of dc3c764 were computed on test
-images 1000-9999 (the runner of spring 2019), its DeepFool and CW files on 1000-1999.
+images 1000-9999 (the runner of spring 2019), and so were its DeepFool files; its CW files on
+1000-1999.
 
 Nothing of the repository is copied into this project: the command reads the files from a clone
 of it, at the commit given, and writes only its own measurements::

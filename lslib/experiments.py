@@ -317,11 +317,12 @@ PROTOCOLS: dict[str, Protocol] = {
 # the authors' code path, bugs included (lslib.original; MNIST set-ups only): the paper
 # protocol's attack settings, BIM without its early stop, CW as the original's CW class runs it
 # (4 binary-search steps; 50 Adam steps each, see lslib.original "How many CW iterations"), on
-# their 1000-image test slice
+# their test slices (lslib.original "Which test images"): test images 1000-9999 for FGSM, BIM,
+# DeepFool and the clean accuracy, 1000-1999 for CW
 PROTOCOLS["original"] = dataclasses.replace(
     PROTOCOLS["paper"], name="original", bim={**PROTOCOLS["paper"].bim, "early_stop": False},
     cw={**PROTOCOLS["paper"].cw, "binary_search_steps": 4, "steps": 50},
-    n=1000, engine="original")
+    n=9000, n_cw=1000, engine="original")
 #: Set-ups the original protocol covers (its models and data are the MNIST ones).
 ORIGINAL_SETUPS = ("mnist-linear", "mnist-lenet")
 
