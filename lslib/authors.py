@@ -41,7 +41,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["MODEL_KEY", "SETUPS", "compare", "infer_size", "load_model", "read_result_file"]
+__all__ = ["MODEL_KEY", "SETUPS", "compare", "file_slices", "find_slices", "infer_size",
+           "load_model", "read_result_file"]
 
 #: The checkpoint entry of the PGD-trained model in the authors' ``model_dict/*.pt``.
 MODEL_KEY = "adversarial_0.0_None_PGD_adv_training"
@@ -51,6 +52,9 @@ SETUPS = {"mnist-linear": ("MNIST_Linear", "mlp"), "mnist-lenet": ("MNIST_LeNet"
 BUDGETS = (0.05, 0.2, 0.4)
 #: The test slices the authors' runner used, as numbers of points after the validation slice.
 SIZES = (1000, 9000)
+#: The slice lengths :func:`find_slices` tries, at every start: the runner's (after the
+#: 1000 validation images: 1000, 2000 at HEAD, 9000) and the whole test split.
+SCAN_SIZES = (1000, 2000, 9000, 10000)
 GIT_TIMEOUT = 120
 _REMEDY = "give a clone of MGoibert/Label_smoothing and a commit that has the file (e.g. dc3c764)"
 
@@ -138,6 +142,71 @@ def infer_size(per_label: dict[int, float], labels: torch.Tensor,
         if fits:
             return n
     return None
+
+
+def find_slices(groups: Sequence[dict[int, float]], labels: torch.Tensor,
+                sizes: Sequence[int] = SCAN_SIZES) -> list[tuple[int, int]]:
+    """Every contiguous run of test images ``(first, n)``, n in ``sizes`` and any first image,
+    for which every per-label accuracy of every group of one result file is a whole count of
+    that label's points (a group: one attack, budget and model of the file, as
+    ``{label: accuracy}``). ``labels``: the test split's labels in order. Exhaustive, so a
+    file computed on other images (shuffled, or of another length) gives ``[]``."""
+    onehot = torch.nn.functional.one_hot(labels.long(), 10).to(torch.float64)
+    cum = torch.cat([torch.zeros(1, 10, dtype=torch.float64), onehot.cumsum(0)])
+    found = []
+    for n in sizes:
+        if n > len(labels):
+            continue
+        counts = cum[n:] - cum[:-n]  # (first, class): that class's points in [first, first + n)
+        fits = torch.ones(len(counts), dtype=torch.bool)
+        for group in groups:
+            for c, acc in group.items():
+                hits = acc * counts[:, c]
+                fits &= (counts[:, c] > 0) & ((hits - hits.round()).abs() < 1e-6)
+        found += [(int(first), n) for first in fits.nonzero().flatten()]
+    return found
+
+
+def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_dataframes/MNIST_",
+                sizes: Sequence[int] = SCAN_SIZES, log: Any = print) -> pd.DataFrame:
+    """Which test images each of the authors' MNIST result files was computed on
+    (:func:`find_slices`), for every version of every file in the history of the clone
+    ``repo`` (all branches), oldest first. One row per file version: the commit that first
+    holds it and its date, the path, the blob, the attacks in the file, the number of
+    slices that fit and, where exactly one does, its first and last test image."""
+    log_lines = _git(repo, "log", "--all", "--reverse", "--format=%H %cs", "--",
+                     "res_dataframes").decode().split()
+    seen, rows = set(), []
+    for commit, date in zip(log_lines[::2], log_lines[1::2], strict=True):
+        tree = _git(repo, "ls-tree", "-r", commit, "--", "res_dataframes").decode()
+        for line in tree.splitlines():
+            meta, path = line.split("\t", 1)
+            blob = meta.split()[2]
+            if not path.startswith(prefix) or not path.endswith(".csv") or blob in seen:
+                continue
+            seen.add(blob)
+            raw = pd.read_csv(io.StringIO(_git(repo, "show", blob).decode()))
+            overall = int(raw["label"].max())
+            keys = [k for k in ("attack_method", "epsilon", "alpha", "smoothing_method",
+                                "temperature") if k in raw]
+            groups = [dict(zip(g["label"].astype(int), g["acc"].astype(float), strict=True))
+                      for _, g in raw.groupby(keys, dropna=False)]
+            groups = [{c: a for c, a in g.items() if c != overall} for g in groups]
+            fits = find_slices(groups, labels, sizes)
+            one = fits[0] if len(fits) == 1 else None
+            rows.append({"commit": commit[:7], "date": date, "file": path[len("res_dataframes/"):],
+                         "blob": blob[:7],
+                         "attacks": "+".join(sorted(raw["attack_method"].astype(str).unique())),
+                         "slices_fitting": len(fits),
+                         "first_image": one[0] if one else None,
+                         "last_image": one[0] + one[1] - 1 if one else None,
+                         "points": one[1] if one else None})
+            log(f"{commit[:7]} {path}: {len(fits)} slice(s) fit"
+                + (f", test images {one[0]}-{one[0] + one[1] - 1}" if one else ""))
+    out = pd.DataFrame(rows)
+    for column in ("first_image", "last_image", "points"):
+        out[column] = out[column].astype("Int64")
+    return out
 
 
 def _table_budget(eps: float) -> bool:
@@ -235,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                          "protocol's)")
     ap.add_argument("--data", type=_cli.data_dir(), default=None,
                     help="the data root (default $LSLIB_DATA)")
+    ap.add_argument("--slices", action="store_true",
+                    help="attack nothing: write which test images every MNIST result file of "
+                         "the repository's history was computed on")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
@@ -246,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         _git(args.repo, "rev-parse", f"{args.commit}^{{commit}}")  # the clone before the data
         test = sweep_test_split("mnist-linear", "real", args.data, 0)
+        if args.slices:
+            found = file_slices(args.repo, labels=test.y)
+            _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started,
+                                t0=t0, threads=args.threads,
+                                authors_repository="MGoibert/Label_smoothing")
+            return 0
         found = compare(args.repo, args.commit, test, setups=args.setup,
                         iterations=args.iterations)
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,

@@ -55,18 +55,22 @@ CW.csv`` committed in 919c8a0 (2019-07-02), and its PGD-AT cells (CW 0.108 and 0
 is the default. The other settings follow the code of those commits (training: patience 3, factor
 0.5 until 2019-09; PGD-AT as in dc3c764).
 
-Which test images. The runner attacks the test images after its 1000-image validation slice, and
-how many changed across commits (2000 at HEAD). Which ones a committed result file used can be
-read from the file itself: every per-label accuracy is a whole count of that label's points only
-for the right slice (:func:`lslib.authors.infer_size`). Every FGSM, BIM and DeepFool file of the
-repository, from the spring-2019 files of 919c8a0 to the PGD-AT files of dc3c764 behind the
-tables' PGD-AT cells, used test images 1000-9999 (9000 points). The CW files used 1000 points: the
-PGD-AT ones test images 1000-1999, the file of the tables' BLS and SBLS cells (919c8a0) test images
-1001-2000, one image later. The smoothing models' FGSM, BIM and DeepFool files are not in the
-repository, so their slice is inferred from the others; it matters, because test images 1000-1999
-are harder than 1000-9999 (the authors' starting LeNet: clean 0.966 against 0.977, FGSM at eps
-0.2 0.292 against 0.365). We use 1000-9999 for FGSM, BIM, DeepFool and the clean accuracy, and
-1000-1999 for CW (:data:`lslib.experiments.PROTOCOLS` ``"original"``).
+Which test images. The original's runner keeps the first 1000 MNIST test images for validation
+and attacks the others: all of them (test images 1000-9999) at every commit from 8789498
+(2019-03-27) to f0dae34 (2019-09-30) but one, 19722ec (2019-05-15, undone by the next commit the
+same day), which attacks 1001-2000; 1000-1999 at dc3c764 and 1000-2999 at HEAD. Which ones a
+committed result file used can be read from the file itself: every per-label accuracy is a whole
+count of that label's points only for the right slice (:func:`lslib.authors.find_slices`;
+``python -m lslib.authors --slices`` writes it for every file of the history). Every file that
+holds a grid of FGSM and BIM budgets, and every DeepFool file, used 1000-9999. The CW files used
+1000 points: 1000-1999 at dc3c764 (PGD-AT), and 1001-2000, the slice of 19722ec, for the file of
+the tables' BLS and SBLS cells (919c8a0). The smoothing models' FGSM, BIM and DeepFool files are
+not in the repository; the code of the months they were saved attacked 1000-9999, and the clean
+accuracies of Table 6 (read from those files) sit above ours on 1000-1999 for all but two models
+and close to ours on 1000-9999. So we use 1000-9999 for FGSM, BIM, DeepFool and the clean
+accuracy, and 1000-1999 for CW (:data:`lslib.experiments.PROTOCOLS` ``"original"``). It matters:
+test images 1000-1999 are harder than the rest (the tables chapter measures it on the same
+models).
 
 The learning rate. ``--learning_rate`` (default 1e-4) is parsed by the original's runner at
 every commit, but until f0dae34 (2019-09-30) it is never passed on: the training function

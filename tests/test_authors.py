@@ -38,6 +38,22 @@ def test_infer_size_finds_the_slice_whose_per_label_accuracies_are_whole_counts(
     assert authors.infer_size(_per_label(hits, y300), labels, sizes=(5000,)) is None
 
 
+def test_find_slices_searches_every_start_and_finds_only_the_slice_used():
+    labels = _labels(3000, seed=2)
+    rng = torch.Generator().manual_seed(3)
+    first, n = 1001, 1000  # one image later than the runner's usual slice, as 19722ec's
+    groups = [_per_label(torch.rand(n, generator=rng) < p, labels[first:first + n])
+              for p in (0.9, 0.5, 0.1)]
+    assert authors.find_slices(groups, labels, sizes=(1000, 2000)) == [(first, n)]
+    # a file whose points are not a contiguous run of test images fits nothing
+    picked = torch.randperm(3000, generator=rng)[:n]
+    hits = torch.rand(n, generator=rng) < 0.7
+    assert authors.find_slices([_per_label(hits, labels[picked])], labels, sizes=(1000,)) == []
+    # accuracies of exactly 0 and 1 are whole counts of any slice: they do not decide
+    every = authors.find_slices([{c: 1.0 for c in range(10)}], labels, sizes=(1000,))
+    assert len(every) == 3000 - 1000 + 1
+
+
 def _fgsm_by_hand(model, x, y, eps):
     """FGSM on the true label of a softmax model, from the definition: one step of eps along
     the sign of the gradient of -log p_y, clipped to the original's [-0.5, 0.5]."""
@@ -100,6 +116,31 @@ def test_compare_reproduces_a_result_file_made_by_a_hand_written_fgsm(fake_repo)
     assert (got["points"] == 0).all()
     assert got["published"].iloc[0] > got["published"].iloc[1]  # the attack did something
     assert len(got.attrs["commit"]) == 40
+
+
+def _rewrite(repo, name, acc_of_label, message):
+    raw = pd.read_csv(repo / "res_dataframes" / name, index_col=0)
+    raw["acc"] = [acc_of_label(int(c)) for c in raw["label"]]
+    raw.to_csv(repo / "res_dataframes" / name)
+    _git(repo, "commit", "-qam", message)
+
+
+def test_file_slices_reads_the_test_images_of_every_file_version(fake_repo):
+    repo, test, n, name = fake_repo
+    y = test.y[1000:1000 + n]
+    hits = torch.rand(n, generator=torch.Generator().manual_seed(4)) < 0.6
+    per = {**_per_label(hits, y), 10: float(hits.double().mean())}
+    _rewrite(repo, name, per.__getitem__, "accuracies that only test images 1000-1199 give")
+    _rewrite(repo, name, lambda c: 0.123456, "accuracies of no slice")
+    got = authors.file_slices(repo, labels=test.y, sizes=(n - 50, n), log=lambda _: None)
+    assert got["file"].tolist() == [name] * 3 and (got["attacks"] == "FGSM").all()
+    assert got["commit"].str.len().tolist() == [7, 7, 7]
+    # the fixture's version (a random model: accuracies near 0 on every budget) fits several
+    # slices, so it decides nothing; the second fits one; the third none
+    assert got["slices_fitting"].iloc[0] > 1 and got["slices_fitting"].iloc[1:].tolist() == [1, 0]
+    assert got["first_image"].isna().tolist() == [True, False, True]
+    row = got.iloc[1]
+    assert (row["first_image"], row["last_image"], row["points"]) == (1000, 1000 + n - 1, n)
 
 
 def test_a_result_file_of_other_test_images_is_refused(fake_repo):
