@@ -45,6 +45,7 @@ __all__ = [
     "read_provenance",
     "share_within",
     "side_by_side",
+    "two_runs",
     "smoothing_beats_natural",
     "summarise_differences",
     "train_and_attack",
@@ -411,6 +412,23 @@ def across_seeds(first: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.DataFram
             .reset_index(drop=True))
     wide.columns.name = None
     return wide, train
+
+
+def two_runs(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """The paper's cells that two results tables both ran, each table's number beside the
+    paper's: the same models attacked on other test images, or models trained from another
+    start. One row per cell: setup, defence, alpha, attack, eps, paper, first, second,
+    diff_first and diff_second (ours - paper; ``paper`` NaN where the paper prints "/") and
+    shift (second - first)."""
+    key = ["setup", "defence", "alpha", "attack", "eps"]
+    a, b = (side_by_side(t.assign(protocol="run")).dropna(subset=["ours"]) for t in (first, second))
+    both = a[[*key, "paper", "ours"]].merge(b[[*key, "ours"]], on=key, how="inner",
+                                            suffixes=("_first", "_second"), validate="1:1")
+    both = both.rename(columns={"ours_first": "first", "ours_second": "second"})
+    both["diff_first"] = both["first"] - both["paper"]
+    both["diff_second"] = both["second"] - both["paper"]
+    both["shift"] = both["second"] - both["first"]
+    return both.reset_index(drop=True)
 
 
 def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:

@@ -373,3 +373,25 @@ def test_across_seeds_sets_each_seed_beside_the_paper():
     want = paper[paper["attack"] == "FGSM"].set_index("eps")["accuracy"]
     assert fgsm.round(3).to_dict() == want.round(3).to_dict()
     assert list(train.xs(1, level="seed")) == [7.0]
+
+
+def test_two_runs_sets_both_tables_beside_the_paper_cell_by_cell():
+    from lslib.experiments import read_results
+    from lslib.paper_tables import paper_table, two_runs
+
+    first = read_results(Path(__file__).resolve().parents[1] / "results"
+                         / "mnist-linear-original.csv")
+    second = first[first["attack"].isin(["clean", "FGSM", "DeepFool"])]
+    second = second.assign(accuracy=second["accuracy"] - 0.02 * (second["attack"] == "FGSM"))
+    both = two_runs(first, second)
+    # only the cells both ran: 14 models x (clean + 3 FGSM budgets + DeepFool)
+    assert len(both) == 14 * 5 and set(both["attack"]) == {"clean", "FGSM", "DeepFool"}
+    fgsm = both["attack"] == "FGSM"
+    assert both.loc[fgsm, "shift"].round(9).eq(-0.02).all()
+    assert both.loc[~fgsm, "shift"].eq(0).all()
+    assert ((both["diff_second"] - both["diff_first"]) - both["shift"]).abs().max() < 1e-12
+    paper = paper_table().query("setup == 'mnist-linear' and defence == 'natural' "
+                                "and attack == 'FGSM'").set_index("eps")["accuracy"]
+    got = both[fgsm & (both["defence"] == "natural")].set_index("eps")
+    assert got["paper"].round(3).to_dict() == paper.round(3).to_dict()
+    assert (got["first"] - got["diff_first"]).round(9).to_dict() == paper.round(9).to_dict()
