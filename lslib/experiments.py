@@ -773,6 +773,52 @@ def append_journal(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def _table_key(row: dict[str, Any]) -> str:
+    """:attr:`Row.key` of a row of a results table."""
+    return "|".join([str(row["setup"]), str(row["defence"]), _fmt(row["alpha"]),
+                     _fmt(row["T"]), str(row["protocol"]), str(row["attack"]), _fmt(row["eps"])])
+
+
+def adopt_table(out: Path, journal_keys: set[str],
+                plans: dict[str, tuple[Protocol, Any, str]]) -> list[dict[str, Any]]:
+    """Journal entries for the rows of the table at ``out`` that the journal lacks (a table
+    kept without its journal: committed results in a fresh clone, or a copy), so that a run
+    resuming on it neither computes them again nor writes them away. ``plans``: each planned
+    row key's protocol, model config and settings hash (:func:`_plan`). A row whose model
+    (``model_key``), attack settings and number of test images are what the plan would
+    compute is done (the plan's settings hash); any other row keeps its place in the table,
+    marked to be computed again, until a new row replaces it. A damaged table is an error
+    (:func:`lslib._files.read_results_checked`), not something to write over."""
+    from lslib._files import read_results_checked
+
+    if not out.is_file():
+        return []
+    table = read_results_checked(out)
+    entries = []
+    for raw in table.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+               for k, v in raw.items()}
+        if isinstance(row.get("n"), float) and row["n"].is_integer():
+            row["n"] = int(row["n"])  # a column with a gap reads as floats
+        key = _table_key(raw)
+        if key in journal_keys:
+            continue
+        settings = "taken from the table, not planned"
+        if key in plans:
+            protocol, config, planned = plans[key]
+            n = protocol.sizes(SETUPS[row["setup"]], row["attack"])
+            same = (row.get("model_key") == config.key()
+                    and row.get("attack_settings") == protocol.describe(row["attack"])
+                    and (n is None or row.get("n") == n))
+            settings = planned if same else "taken from the table, planned otherwise"
+        entry = {"key": key, "settings": settings, "row": row}
+        problem = sweep_entry_problem(entry)
+        if problem:
+            raise ValueError(f"{out}: row {key!r} cannot be resumed from ({problem})")
+        entries.append(entry)
+    return entries
+
+
 def _order_key(row: dict[str, Any]) -> tuple:
     def num(v):
         return -1.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
@@ -946,6 +992,16 @@ def run_sweep(
             tmp.unlink(missing_ok=True)
         meta = load_meta(meta_path, log)
         entries = recover_journal(journal, sweep_entry_problem, log)  # + each new row
+        rows = sweep.rows()
+        plans = {row.key: _plan(row, sweep) for row in rows}
+        adopted = adopt_table(out, {e["key"] for e in entries}, plans)
+        for entry in adopted:  # the table's rows stay in it whatever happens to this run
+            append_journal(journal, entry)
+        entries += adopted
+        if adopted:
+            kept = sum(e["settings"] == plans.get(e["key"], (0, 0, None))[2] for e in adopted)
+            log(f"{out.name}: {len(adopted)} row(s) that {journal.name} lacked were taken from "
+                f"the table ({kept} done, {len(adopted) - kept} to compute again)")
         done = {e["key"]: e["settings"] for e in entries}
         session = {"id": uuid.uuid4().hex[:12],
                    "command": command or "lslib.experiments.run_sweep (Python API)",
@@ -962,8 +1018,6 @@ def run_sweep(
         n_before = len(meta["sessions"])
         save_meta()
         start = time.perf_counter()
-        rows = sweep.rows()
-        plans = {row.key: _plan(row, sweep) for row in rows}
         todo = [row for row in rows if done.get(row.key) != plans[row.key][2]]
         if max_rows is not None:
             todo = todo[:max_rows]

@@ -152,6 +152,7 @@ __all__ = [
     "read_start_file",
     "smooth_label",
     "tanh_space_maps",
+    "test_images",
     "test_slice",
     "train_config",
     "train_original",
@@ -953,6 +954,27 @@ def test_slice(test: Any, n: int) -> tuple[Tensor, Tensor]:
     test set too small for that (synthetic data)."""
     offset = TEST_OFFSET if len(test.y) >= TEST_OFFSET + n else max(0, len(test.y) - n)
     return from_pixels(test.x[offset:offset + n]), test.y[offset:offset + n]
+
+
+def test_images(rows: Any) -> str:
+    """Which test images the original-protocol ``rows`` (a results table) attacked, in words:
+    "1,000-9,999 (CW: 1,000-1,999)", or one range where every attack used the same (the
+    slices :func:`test_slice` takes for the rows' ``n``)."""
+    def span(n: int) -> str:
+        return f"{TEST_OFFSET:,}-{TEST_OFFSET + n - 1:,}"
+
+    sizes = {str(a): sorted({int(n) for n in g}) for a, g in rows.groupby("attack")["n"]}
+    if any(len(v) != 1 for v in sizes.values()):
+        raise ValueError(f"the rows mix test slices within an attack: {sizes}")
+    cw = sizes.pop("CW", None)
+    rest = sorted({v[0] for v in sizes.values()})
+    if len(rest) > 1:
+        raise ValueError(f"the rows' attacks other than CW use different slices: {sizes}")
+    if not rest:
+        return f"CW: {span(cw[0])}" if cw else "none"
+    if cw is None or cw == rest:
+        return span(rest[0])
+    return f"{span(rest[0])} (CW: {span(cw[0])})"
 
 
 def protocol_steps(protocol: Any) -> dict[str, int]:

@@ -142,6 +142,40 @@ def test_run_sweep_writes_a_tidy_table_with_provenance_and_resumes(tmp_path):
     assert len(t3) == 20 and sorted(t3.loc[t3.attack == "clean", "n"]) == [20] * 4
 
 
+def test_a_table_without_its_journal_is_resumed_from_not_written_away(tmp_path):
+    """A committed table in a fresh clone has no journal: running the same command again
+    computes nothing, and a run of other settings keeps every row it has not replaced yet."""
+    sweep = Sweep(**_TINY)
+    out, cache = tmp_path / "r.csv", tmp_path / "cache"
+    first = run_sweep(sweep, out, cache=cache, device="cpu", progress=False)
+    journal = tmp_path / "r.csv.journal.jsonl"
+    journal.unlink()
+    again = run_sweep(sweep, out, cache=cache, device="cpu", progress=False)
+    meta = json.loads((tmp_path / "r.csv.meta.json").read_text())
+    assert meta["sessions"][1]["rows_computed"] == 0 and meta["sessions"][1]["complete"]
+    pd.testing.assert_frame_equal(again, first, check_dtype=False)
+    assert len(read_journal(journal)) == len(first)  # the journal holds the table again
+    # other settings, and a run stopped after one row: the other rows are all still there
+    journal.unlink()
+    bigger = Sweep(**{**_TINY, "n_test": 20})
+    part = run_sweep(bigger, out, cache=cache, device="cpu", progress=False, max_rows=1)
+    assert len(part) == len(first) and sorted(part["n"]) == [16] * (len(first) - 1) + [20]
+    rest = run_sweep(bigger, out, cache=cache, device="cpu", progress=False)
+    assert (rest["n"] == 20).all() and len(rest) == len(first)
+
+
+def test_a_damaged_table_without_its_journal_is_refused_and_kept(tmp_path):
+    out = tmp_path / "r.csv"
+    text = "setup,defence,attack,accuracy\nmnist-linear,natural,clean,not-a-number\n"
+    out.write_text(text)
+    from lslib._files import ResultsFileError
+
+    with pytest.raises(ResultsFileError, match="r.csv"):
+        run_sweep(Sweep(**_TINY), out, cache=tmp_path / "cache", device="cpu",
+                  progress=False)
+    assert out.read_text() == text
+
+
 def _stable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=list(TIMING_COLUMNS)).reset_index(drop=True)
 

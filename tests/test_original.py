@@ -551,3 +551,20 @@ def test_lenet_start_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.pth" in err and "571e03a" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_test_images_names_the_slices_the_rows_attacked():
+    import pandas as pd
+
+    def rows(**n_of):
+        return pd.DataFrame({"attack": list(n_of), "n": list(n_of.values())})
+
+    assert orig.test_images(rows(clean=9000, FGSM=9000, CW=1000)) == \
+        "1,000-9,999 (CW: 1,000-1,999)"
+    assert orig.test_images(rows(clean=1000, FGSM=1000, CW=1000)) == "1,000-1,999"
+    assert orig.test_images(rows(FGSM=9000)) == "1,000-9,999"
+    with pytest.raises(ValueError, match="different slices"):
+        orig.test_images(rows(clean=9000, FGSM=1000))
+    mixed = pd.DataFrame({"attack": ["FGSM", "FGSM"], "n": [1000, 9000]})
+    with pytest.raises(ValueError, match="within an attack"):
+        orig.test_images(mixed)
