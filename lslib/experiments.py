@@ -32,7 +32,8 @@ The three protocols
 -------------------
 ``original`` is the authors' code path, bugs included (:mod:`lslib.original`: its own float64
 softmax models trained as the original trained them, its own attacks, each bug a named switch of
-:class:`lslib.original.Switches`); it covers the MNIST set-ups. Its models are cached like the
+:class:`lslib.original.Switches`), on the test images the authors' result files used (1000-9999;
+CW 1000-1999); it covers the MNIST set-ups. Its models are cached like the
 others (keys ``orig-...``); a config that trains and builds itself is the runner's only seam.
 
 ``paper`` reproduces the original code's evaluation (``../shared/notes/original-code.md``):
