@@ -195,15 +195,36 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 #: compare's default CSVs: of each group, the first that exists in results/ (the LeNet's original
 #: protocol from the authors' own checkpoint, else from one trained here)
-DEFAULT_RESULTS = (("mnist-linear.csv",), ("mnist-lenet.csv",), ("mnist-linear-original.csv",),
-                   ("mnist-lenet-original-authors-start.csv", "mnist-lenet-original.csv"))
+DEFAULT_RESULTS = (("mnist-linear.csv",), ("mnist-lenet.csv",),
+                   ("mnist-linear-original.csv", "mnist-linear-original-slice1000.csv"),
+                   ("mnist-lenet-original-authors-start.csv",
+                    "mnist-lenet-original-authors-start-slice1000.csv",
+                    "mnist-lenet-original.csv"))
+
+
+def _run_complete(path: Path) -> bool:
+    """Whether the run that wrote ``path`` finished every row: its meta file's last session
+    says so (a table without a meta file, not written by the runner, counts as complete)."""
+    import json
+
+    meta = path.with_name(path.name + ".meta.json")
+    if not meta.is_file():
+        return True
+    try:
+        sessions = json.loads(meta.read_text()).get("sessions") or [{}]
+    except (OSError, ValueError, AttributeError):
+        return True  # the table itself is checked when it is read
+    return bool(sessions[-1].get("complete"))
 
 
 def _default_results(folder: Path) -> list[Path]:
-    """Of each group of :data:`DEFAULT_RESULTS`, the first file that exists in ``folder``."""
+    """Of each group of :data:`DEFAULT_RESULTS`, the first file in ``folder`` whose run is
+    complete (a run still going, or stopped, gives way to the next file of its group), else
+    the first that exists."""
     found = []
     for group in DEFAULT_RESULTS:
-        path = next((folder / n for n in group if (folder / n).is_file()), None)
+        present = [folder / n for n in group if (folder / n).is_file()]
+        path = next((p for p in present if _run_complete(p)), present[0] if present else None)
         if path is not None:
             found.append(path)
     return found

@@ -116,6 +116,30 @@ def test_compare_defaults_to_the_lenet_from_the_authors_checkpoint(tmp_path):
                                           tmp_path / "mnist-lenet-original-authors-start.csv"]
 
 
+def test_compare_defaults_to_a_complete_run_over_one_still_going(tmp_path):
+    import json
+
+    from lslib.__main__ import _default_results
+
+    new = tmp_path / "mnist-lenet-original-authors-start.csv"
+    before = tmp_path / "mnist-lenet-original-authors-start-slice1000.csv"
+    for path in (new, before):
+        path.write_text("x")
+
+    def meta(path, *complete):
+        sessions = [{"complete": c} if c is not None else {"finished": None} for c in complete]
+        path.with_name(path.name + ".meta.json").write_text(json.dumps({"sessions": sessions}))
+
+    meta(before, True)
+    meta(new, True, None)  # the new run's last session is still going
+    assert _default_results(tmp_path) == [before]
+    meta(new, False, True)  # resumed and finished
+    assert _default_results(tmp_path) == [new]
+    meta(before, False)
+    meta(new, False)  # neither is complete: the first of the group
+    assert _default_results(tmp_path) == [new]
+
+
 def test_the_default_output_names_the_lenet_start_file(tmp_path, monkeypatch):
     import hashlib
 
