@@ -66,11 +66,11 @@ holds a grid of FGSM and BIM budgets, and every DeepFool file, used 1000-9999. T
 1000 points: 1000-1999 at dc3c764 (PGD-AT), and 1001-2000, the slice of 19722ec, for the file of
 the tables' BLS and SBLS cells (919c8a0). The smoothing models' FGSM, BIM and DeepFool files are
 not in the repository; the code of the months they were saved attacked 1000-9999, and the clean
-accuracies of Table 6 (read from those files) sit above ours on 1000-1999 for all but two models
-and close to ours on 1000-9999. So we use 1000-9999 for FGSM, BIM, DeepFool and the clean
-accuracy, and 1000-1999 for CW (:data:`lslib.experiments.PROTOCOLS` ``"original"``). It matters:
-test images 1000-1999 are harder than the rest (the tables chapter measures it on the same
-models).
+accuracies of Table 6 (budget 0 of those files, as the PGD-AT files show) sit above ours on
+1000-1999 for all but two of our 28 models. So we use 1000-9999 for FGSM, BIM, DeepFool and the
+clean accuracy, and 1000-1999 for CW (:data:`lslib.experiments.PROTOCOLS` ``"original"``). It
+matters: test images 1000-1999 are harder than the rest (the tables chapter measures it on the
+same models).
 
 The learning rate. ``--learning_rate`` (default 1e-4) is parsed by the original's runner at
 every commit, but until f0dae34 (2019-09-30) it is never passed on: the training function
