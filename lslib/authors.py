@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
 
     def run() -> int:
-        _git(args.repo, "rev-parse", f"{args.commit}^{{commit}}")  # the clone before the data
+        # the clone before the data
+        _git(args.repo, "rev-parse", "--git-dir" if args.slices else f"{args.commit}^{{commit}}")
         test = sweep_test_split("mnist-linear", "real", args.data, 0)
         if args.slices:
             found = file_slices(args.repo, labels=test.y)

@@ -163,6 +163,7 @@ def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
     (["/no/such/folder", "--out", "x.csv"], "no such folder"),
     (["{tmp}", "--out", "x.csv"], "failed"),
     (["{tmp}", "--iterations", "0", "--out", "x.csv"], ">= 1"),
+    (["{tmp}", "--slices", "--out", "x.csv"], "failed"),
 ])
 def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
