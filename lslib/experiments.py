@@ -758,7 +758,8 @@ def recover_journal(path: Path, problem: Callable[[Any], str | None],
                 f.write(json.dumps({"line": number, "why": why, "text": line.rstrip("\n"),
                                     "set_aside": _now()}) + "\n")
         log(f"warning: {path}: {len(bad)} damaged line(s) set aside in {aside.name} (first: "
-            f"line {bad[0][0]}, {bad[0][2]}); those rows are computed again")
+            f"line {bad[0][0]}, {bad[0][2]}); those rows are computed again, unless the "
+            "results table holds them")
     atomic_write(path, lambda p: p.write_text("".join(json.dumps(e, sort_keys=True) + "\n"
                                                       for e in good), encoding="utf-8"))
     return good

@@ -356,7 +356,12 @@ _TINY = dict(setups=("mnist-linear",), methods=("ALS",), alphas=(0.1,), baseline
              n_test=16)
 
 
-def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tmp_path):
+@pytest.mark.parametrize("table_kept", [False, True], ids=["table-gone", "table-kept"])
+def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tmp_path,
+                                                                              table_kept):
+    """A damaged journal line is set aside; its row is computed again, or, where the results
+    table still holds it (the table is written from the journal before the damage), taken
+    from the table like any row the journal lacks."""
     sweep = Sweep(**_TINY)
     out = tmp_path / "r.csv"
     kw = dict(cache=tmp_path / "cache", device="cpu", progress=False)
@@ -369,9 +374,13 @@ def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tm
     journal.write_text("\n".join(damaged) + "\n")
     meta = out.with_name("r.csv.meta.json")
     meta.write_text("[1, 2")
+    if not table_kept:
+        out.unlink()
     warnings: list[str] = []
     again = run_sweep(sweep, out, **kw, log=warnings.append)
-    assert len(warnings) == 2
+    assert len(warnings) == 2 + table_kept
+    assert any("r.csv: 1 row(s) that r.csv.journal.jsonl lacked were taken from the table "
+               "(1 done, 0 to compute again)" in w for w in warnings) == table_kept
     assert any("3 damaged line(s) set aside in r.csv.journal.jsonl.damaged" in w
                and "line 2, not JSON" in w for w in warnings)
     assert any("r.csv.meta.json is damaged" in w for w in warnings)
@@ -383,7 +392,8 @@ def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tm
     assert len(list(tmp_path.glob("r.csv.meta.json.damaged-*"))) == 1
     pd.testing.assert_frame_equal(_stable(again), _stable(reference))
     fresh = json.loads(meta.read_text())
-    assert fresh["sessions"][0]["rows_computed"] == 1  # only the damaged row was redone
+    # only the damaged row was redone, or none where the table held it
+    assert fresh["sessions"][0]["rows_computed"] == (0 if table_kept else 1)
     assert len(read_journal(journal)) == len(reference)
 
 
