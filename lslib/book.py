@@ -81,10 +81,14 @@ def sweep_provenance(meta_files: Mapping[str, str | Path], results: Any) -> dict
                     f"{' / '.join(f'{n:,}' for n in n_test)} test images"
                     + ("" if limit == {None} else f" (limit {limit})"))
         epochs.append(f"{setup.table_name}: {1 if quick else setup.epochs}")
-        attack_s = sum(float(s["wall_seconds"]) for s in ss)
+        # a session killed before it recorded anything has no wall time (None): say so
+        unknown = sum(s.get("wall_seconds") is None for s in ss)
+        attack_s = sum(float(s["wall_seconds"]) for s in ss if s.get("wall_seconds") is not None)
         train_s = float(rows.drop_duplicates("model_key")["train_seconds"].sum())
         wall.append(f"{setup.table_name}: {_minutes(train_s)} training "
-                    f"({rows['model_key'].nunique()} models), {_minutes(attack_s)} attacks")
+                    f"({rows['model_key'].nunique()} models), {_minutes(attack_s)} attacks"
+                    + (f" (and {unknown} killed session{'s' if unknown > 1 else ''} whose "
+                       "time was not recorded)" if unknown else ""))
     devices = sorted({s["device"] for ss in sessions.values() for s in ss})
     commit = _commits(s["git_commit"] for ss in sessions.values() for s in ss)
     dirty = any(s.get("git_dirty") for ss in sessions.values() for s in ss)

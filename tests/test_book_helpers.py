@@ -120,6 +120,23 @@ def test_sweep_provenance_labels_a_quick_sweep_reduced(tmp_path):
     assert "Live demo at reduced size" in book.provenance_box(fields, source="x").data
 
 
+def test_sweep_provenance_counts_a_session_killed_before_its_first_row(tmp_path):
+    # such a session is in the committed MLP original run: the runner writes wall_seconds None
+    # when a session starts, and a kill -9 before the first row leaves it so
+    meta = json.loads((RESULTS / "mnist-linear.csv.meta.json").read_text())
+    first = meta["sessions"][0]
+    killed = {**first, "wall_seconds": None, "finished": None, "rows_computed": 0}
+    meta["sessions"] = [first, killed]
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    table = pd.read_csv(RESULTS / "mnist-linear.csv").assign(setup="mnist-linear")
+    fields = book.sweep_provenance({"mnist-linear": tmp_path / "m.json"}, table)
+    alone = dict(meta, sessions=[first])
+    (tmp_path / "one.json").write_text(json.dumps(alone))
+    one = book.sweep_provenance({"mnist-linear": tmp_path / "one.json"}, table)
+    assert fields["wall time"] == one["wall time"] + (
+        " (and 1 killed session whose time was not recorded)")
+
+
 def test_audit_provenance():
     meta = json.loads((RESULTS / "mnist-linear-audit.csv.meta.json").read_text())
     fields = book.audit_provenance(meta)
