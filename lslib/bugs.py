@@ -14,12 +14,19 @@ with each of those iteration counts (:func:`iterations_of_table`): the original'
 sets that count (``--num_iter_attack``, DeepFool's iterations and CW's Adam steps per
 binary-search step) and does not record it.
 
+With ``--slices authors`` (or ``--slices 1000-9999,1001-2000``) it writes every clean, FGSM,
+BIM and DeepFool cell of the table on each of those slices of the test set instead
+(:func:`slices_of_table`): which test images the authors attacked is recorded only in their
+result files, and for most cells no file is in their repository.
+
 The book's tables chapter reads what this writes::
 
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
         --out results/mnist-linear-original-bugs.csv
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
         --iterations 10,20,30,50 --out results/mnist-linear-original-iterations.csv
+    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
+        --slices authors --out results/mnist-linear-original-slices.csv
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["bugs_of_table", "iterations_of_table"]
+__all__ = ["AUTHORS_SLICES", "bugs_of_table", "iterations_of_table", "slices_of_table"]
 
 ATTACKS = ("FGSM", "BIM", "DeepFool", "CW")
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
@@ -182,6 +189,83 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     return pd.concat(out)[COLUMNS].reset_index(drop=True)
 
 
+#: the slices of the MNIST test set that the authors' runner attacked, by commit (first and last
+#: image, inclusive; lslib.authors --slices and results/README "Which test images"): 8789498 to
+#: f0dae34, 19722ec (and the files of smoothed MLPs at 919c8a0), dc3c764, HEAD
+AUTHORS_SLICES = ((1000, 9999), (1001, 2000), (1000, 1999), (1000, 2999))
+SLICE_ATTACKS = ("clean", "FGSM", "BIM", "DeepFool")
+
+
+def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHORS_SLICES, *,
+                    cache: str | Path | None = None, data_root: str | None = None,
+                    log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """Every clean, FGSM, BIM and DeepFool cell of the original-protocol ``table`` on other
+    slices of the test set: each model attacked once on every image from the first of
+    ``slices`` (and of the table's own slice) to the last, then each slice's accuracy read off
+    :func:`lslib.original.robust_points` (each point is attacked on its own). The table's own
+    slice must give the table's cell, which is checked. CW is left out (its slice is not in
+    question, and it is the slow one). One row per model, attack, budget and slice, with
+    ``first_image``, ``last_image`` (inclusive), ``n`` and ``in_table`` (the table's slice)."""
+    from lslib import original
+    from lslib.experiments import SETUPS
+
+    spans = [(int(a), int(b)) for a, b in slices]
+    bad = [f"{a}-{b}" for a, b in spans if not 0 <= a <= b]
+    if not spans or bad:
+        raise ValueError(f"slices must be first-last image ranges with 0 <= first <= last, "
+                         f"got {bad or 'none'}")
+    rows = _original_rows(table)
+    out = []
+    for key, model_rows, model, config, test, protocol in _models(rows, cache, data_root):
+        first = model_rows.iloc[0]
+        setup = SETUPS[first["setup"]]
+        kw = dict(alpha=config["alpha"], method=config["method"],
+                  temperature=config["temperature"], steps=original.protocol_steps(protocol))
+        for attack in SLICE_ATTACKS:
+            cells = model_rows[model_rows["attack"] == attack]
+            if cells.empty:
+                continue
+            own = original.slice_bounds(len(test.y), int(cells["n"].iloc[0]))
+            lo = min([own[0], *(a for a, _ in spans)])
+            hi = max([own[1], *(b + 1 for _, b in spans)])
+            if hi > len(test.y):
+                raise ValueError(f"slices reach image {hi - 1}, the test set has "
+                                 f"{len(test.y)} images")
+            x, y = original.from_pixels(test.x[lo:hi]), test.y[lo:hi]
+            for cell in cells.itertuples():
+                e = float(cell.eps) if attack in ("FGSM", "BIM") else 0.0
+                torch.manual_seed(0)
+                robust = original.robust_points(model, x, y, attack, eps=e * setup.eps_scale,
+                                                **kw).double()
+                _check_cell(first, attack, float(robust[own[0] - lo:own[1] - lo].mean()),
+                            float(cell.accuracy))
+                for a, b in sorted({*spans, (own[0], own[1] - 1)}):
+                    out.append({"setup": first["setup"], "defence": first["defence"],
+                                "alpha": first["alpha"], "T": first["T"], "model_key": key,
+                                "attack": attack, "eps": cell.eps, "first_image": a,
+                                "last_image": b, "n": b - a + 1,
+                                "accuracy": float(robust[a - lo:b + 1 - lo].mean()),
+                                "in_table": (a, b + 1) == own})
+        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
+    return pd.DataFrame(out)
+
+
+def _spans(text: str) -> tuple[tuple[int, int], ...]:
+    """Comma-separated FIRST-LAST image ranges, 0 <= FIRST <= LAST, or "authors" for
+    :data:`AUTHORS_SLICES` (argparse type)."""
+    if text.strip() == "authors":
+        return AUTHORS_SLICES
+    spans = []
+    for part in (p.strip() for p in text.split(",")):
+        a, sep, b = part.partition("-")
+        if not (sep and a.isdigit() and b.isdigit() and int(a) <= int(b)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give FIRST-LAST image ranges with FIRST <= LAST, comma-separated "
+                "(e.g. 1000-9999,1000-1999)")
+        spans.append((int(a), int(b)))
+    return tuple(spans)
+
+
 def _counts(text: str) -> tuple[int, ...]:
     """Comma-separated whole numbers >= 1 (argparse type)."""
     parts = [p.strip() for p in text.split(",")]
@@ -206,21 +290,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=_counts, default=None, metavar="COUNTS",
                     help="instead of the ladder: DeepFool's and CW's accuracy with each of "
                          "these iteration counts (e.g. 10,20,30,50)")
+    ap.add_argument("--slices", type=_spans, default=None, metavar="RANGES",
+                    help="instead of the ladder: every clean, FGSM, BIM and DeepFool cell on "
+                         "each of these test-image ranges, e.g. 1000-9999,1001-2000 ('authors': "
+                         "the slices the authors' runner used)")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
+    if args.iterations is not None and args.slices is not None:
+        ap.error("give --iterations or --slices, not both")
     torch.set_num_threads(args.threads)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
 
     def run() -> int:
         if args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, cache=args.cache)
+        elif args.slices is not None:
+            try:
+                found = slices_of_table(args.table, args.slices, cache=args.cache)
+            except ValueError as exc:  # slices beyond the test set
+                ap.error(f"--slices: {exc}")
         else:
             found = bugs_of_table(args.table, cache=args.cache, eps=args.eps,
                                   attacks=args.attacks)
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
                             threads=args.threads, table=Path(args.table).as_posix(),
                             eps=args.eps, iterations=args.iterations,
+                            slices=None if args.slices is None else [
+                                f"{a}-{b}" for a, b in args.slices],
                             attacks=list(args.attacks))
         return 0
 

@@ -117,7 +117,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,8 @@ __all__ = [
     "smooth_label",
     "tanh_space_maps",
     "test_images",
+    "robust_points",
+    "slice_bounds",
     "test_slice",
     "train_config",
     "train_original",
@@ -908,17 +910,13 @@ class _Result:
     norms: list[float] = field(default_factory=list)
 
 
-def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float = 0.0,
-                    alpha: float = 0.0, method: str | None = None, temperature: float = 0.001,
-                    switches: Switches = Switches(), steps: dict[str, int] | None = None,
-                    batch_size: int = 100) -> _Result:
-    """Robust accuracy as the original counts it: correct on the clean point AND on the attacked
-    point, over all ``len(y)`` points; with the L2 norms of the successful DeepFool/CW
-    perturbations of correctly classified points. ``x`` in [-0.5, 0.5], float64."""
-    steps = steps or {}
+def _attacked_batches(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float,
+                      alpha: float, method: str | None, temperature: float, switches: Switches,
+                      steps: dict[str, int], batch_size: int
+                      ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Per batch of ``batch_size`` points: the clean inputs, their attacked versions, whether
+    the model gets each clean point right and whether it still does after the attack."""
     model.eval()
-    correct = clean = 0
-    norms: list[float] = []
     for i in range(0, len(y), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         with torch.no_grad():
@@ -940,6 +938,21 @@ def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps:
             raise ValueError(f"attack must be clean, FGSM, BIM, DeepFool or CW, got {attack!r}")
         with torch.no_grad():
             still = model(adv).argmax(1) == yb
+        yield xb, adv, ok, still
+
+
+def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float = 0.0,
+                    alpha: float = 0.0, method: str | None = None, temperature: float = 0.001,
+                    switches: Switches = Switches(), steps: dict[str, int] | None = None,
+                    batch_size: int = 100) -> _Result:
+    """Robust accuracy as the original counts it: correct on the clean point AND on the attacked
+    point, over all ``len(y)`` points; with the L2 norms of the successful DeepFool/CW
+    perturbations of correctly classified points. ``x`` in [-0.5, 0.5], float64."""
+    correct = clean = 0
+    norms: list[float] = []
+    for xb, adv, ok, still in _attacked_batches(
+            model, x, y, attack, eps=eps, alpha=alpha, method=method, temperature=temperature,
+            switches=switches, steps=steps or {}, batch_size=batch_size):
         correct += int((ok & still).sum())
         clean += int(ok.sum())
         if attack in ("DeepFool", "CW"):
@@ -948,12 +961,33 @@ def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps:
     return _Result(correct / len(y), clean / len(y), norms)
 
 
+def robust_points(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float = 0.0,
+                  alpha: float = 0.0, method: str | None = None, temperature: float = 0.001,
+                  switches: Switches = Switches(), steps: dict[str, int] | None = None,
+                  batch_size: int = 100) -> Tensor:
+    """Per point, whether it counts towards :func:`attack_accuracy` (right before and after the
+    attack): a bool tensor of ``len(y)``. Each point is attacked on its own (the original's one
+    sample at a time, batched), so the accuracy of any slice of the points is the mean of this
+    over the slice."""
+    return torch.cat([ok & still for _, _, ok, still in _attacked_batches(
+        model, x, y, attack, eps=eps, alpha=alpha, method=method, temperature=temperature,
+        switches=switches, steps=steps or {}, batch_size=batch_size)])
+
+
+def slice_bounds(total: int, n: int) -> tuple[int, int]:
+    """The first and one-past-last index of the ``n`` test images the original protocol attacks
+    in a test set of ``total``: after the validation slice (from :data:`TEST_OFFSET`), or the
+    last ``n`` of a test set too small for that (synthetic data)."""
+    offset = TEST_OFFSET if total >= TEST_OFFSET + n else max(0, total - n)
+    return offset, offset + n
+
+
 def test_slice(test: Any, n: int) -> tuple[Tensor, Tensor]:
     """The ``n`` test images the original protocol attacks, as the original's inputs, and their
     labels: those after the validation slice (from :data:`TEST_OFFSET`), or the last ``n`` of a
     test set too small for that (synthetic data)."""
-    offset = TEST_OFFSET if len(test.y) >= TEST_OFFSET + n else max(0, len(test.y) - n)
-    return from_pixels(test.x[offset:offset + n]), test.y[offset:offset + n]
+    start, stop = slice_bounds(len(test.y), n)
+    return from_pixels(test.x[start:stop]), test.y[start:stop]
 
 
 def test_images(rows: Any) -> str:

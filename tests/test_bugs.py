@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from lslib import bugs, original
 
@@ -99,3 +100,47 @@ def test_iterations_rerun_the_tables_deepfool_and_cw_at_their_own_counts(tmp_pat
     meta = json.loads(written.with_name("w.csv.meta.json").read_text())
     assert meta["command"].startswith("python -m lslib.bugs") and meta["iterations"] == [1]
     assert {"git_commit", "source_hash", "device", "wall_seconds"} <= set(meta)
+
+
+def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_would(
+        tmp_path, capsys):
+    out = _table(tmp_path)
+    table = pd.read_csv(out)
+    cache = tmp_path / "cache"
+    spans = ((0, 9), (3, 40))
+    got = bugs.slices_of_table(out, spans, cache=cache, log=lambda m: None)
+    # every clean/FGSM/BIM/DeepFool cell of the table, on each slice and on its own one
+    cells = table[table["attack"] != "CW"]
+    assert len(got) == len(cells) * 3 and set(got["attack"]) == set(cells["attack"])
+    own = got[got["in_table"]].merge(cells, on=["defence", "attack", "eps"], how="outer",
+                                     suffixes=("", "_table"), validate="1:1")
+    assert (own["accuracy"] == own["accuracy_table"]).all() and (own["n"] == own["n_table"]).all()
+    # the truth: the attack run on just those images gives the slice's accuracy
+    from lslib.experiments import SETUPS
+
+    scale = SETUPS["mnist-linear"].eps_scale
+    for key, _rows, model, config, test, protocol in bugs._models(
+            bugs._original_rows(out), cache, None):
+        for attack, eps in (("FGSM", 0.3), ("DeepFool", None)):
+            for a, b in spans:
+                torch.manual_seed(0)
+                want = original.attack_accuracy(
+                    model, original.from_pixels(test.x[a:b + 1]), test.y[a:b + 1], attack,
+                    eps=(eps or 0.0) * scale, alpha=config["alpha"], method=config["method"],
+                    temperature=config["temperature"],
+                    steps=original.protocol_steps(protocol)).accuracy
+                hit = got[(got["model_key"] == key) & (got["attack"] == attack)
+                          & (got["first_image"] == a)]
+                hit = hit[hit["eps"] == eps] if eps is not None else hit
+                assert len(hit) == 1 and hit["n"].iloc[0] == b - a + 1
+                assert hit["accuracy"].iloc[0] == pytest.approx(want, abs=1e-12)
+    # bad slices: one line and exit 2, nothing written
+    o = ["--out", str(tmp_path / "s.csv"), "--cache", str(cache)]
+    for argv, says in [([str(out), "--slices", "9-3", *o], "--slices"),
+                       ([str(out), "--slices", "0-9", "--iterations", "1", *o], "not both"),
+                       ([str(out), "--slices", "0-99999", *o], "the test set has")]:
+        assert _exit_code(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s.csv").exists()
+    assert bugs._spans("authors") == bugs.AUTHORS_SLICES
