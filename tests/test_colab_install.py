@@ -137,8 +137,9 @@ def _chapter_imports(nb_path: Path) -> list[str]:
     for cell in jupytext.read(nb_path).cells:
         if cell.cell_type != "code":
             continue
-        code = "\n".join(line for line in cell.source.splitlines()
-                         if not line.lstrip().startswith(("%", "!")))
+        code = "\n".join(line for line in cell.source.splitlines()  # not IPython's % and !
+                         if not (line.lstrip().startswith(("%", "!"))
+                                 and not line.lstrip().startswith("!=")))
         for node in ast.parse(code).body:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 lines.append(ast.unparse(node))
