@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                             eps=args.eps, iterations=args.iterations,
                             slices=None if args.slices is None else [
                                 f"{a}-{b}" for a, b in args.slices],
-                            attacks=list(args.attacks))
+                            attacks=list(SLICE_ATTACKS if args.slices is not None
+                                         else args.attacks))
         return 0
 
     return _cli.report_user_errors(ap.prog, run)

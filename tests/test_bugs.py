@@ -144,3 +144,8 @@ def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_wou
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "s.csv").exists()
     assert bugs._spans("authors") == bugs.AUTHORS_SLICES
+    # the command writes the rows and its provenance, which names the slices and attacks it ran
+    assert bugs.main([str(out), "--slices", "0-9", *o]) == 0
+    meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    assert meta["slices"] == ["0-9"] and meta["attacks"] == list(bugs.SLICE_ATTACKS)
+    assert len(pd.read_csv(tmp_path / "s.csv")) == len(cells) * 2
