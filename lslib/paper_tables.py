@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -45,6 +45,7 @@ __all__ = [
     "read_provenance",
     "share_within",
     "side_by_side",
+    "slice_fit",
     "two_runs",
     "smoothing_beats_natural",
     "summarise_differences",
@@ -429,6 +430,43 @@ def two_runs(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
     both["diff_second"] = both["second"] - both["paper"]
     both["shift"] = both["second"] - both["first"]
     return both.reset_index(drop=True)
+
+
+def slice_fit(slices: pd.DataFrame, rung: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:
+    """How many of the paper's cells the original rung matches within ``tol`` on each test
+    slice. ``slices`` is what ``python -m lslib.bugs TABLE --slices`` writes (one set-up's or
+    several: columns setup, defence, alpha, T, attack, eps, first_image, last_image, accuracy,
+    in_table); ``rung`` the original-protocol rows that ran (a results table), whose CW cells
+    stay on their own slice and are added to every slice's count. One row per set-up and
+    slice: setup, first_image, last_image, protocol (the rung's own slice), ``<attack>`` and
+    ``<attack>_cells`` for FGSM, BIM, DeepFool and clean (cells within and cells with a
+    number), fgsm_bim_diff (mean of ours - paper under FGSM and BIM), within and cells (the
+    attack cells of Tables 2-5, CW included)."""
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    out = []
+    for setup, rows in slices.groupby("setup", sort=False):
+        cw = side_by_side(rung[(rung["setup"] == setup) & (rung["attack"] == "CW")]
+                          .assign(protocol="original"))
+        cw = cw[cw["paper"].notna() & cw["ours"].notna()]
+        cw_within = int((cw["diff"].abs() <= tol + 1e-12).sum())
+        for (first, last), one in rows.groupby(["first_image", "last_image"]):
+            cells = side_by_side(one.assign(protocol="original"))
+            cells = cells[cells["paper"].notna() & cells["ours"].notna()]
+            within = cells["diff"].abs() <= tol + 1e-12
+            fit: dict[str, Any] = {"setup": setup, "first_image": int(first),
+                                   "last_image": int(last),
+                                   "protocol": bool(one["in_table"].all())}
+            for attack in ("FGSM", "BIM", "DeepFool", "clean"):
+                mine = cells["attack"] == attack
+                fit[attack], fit[f"{attack}_cells"] = int((within & mine).sum()), int(mine.sum())
+            fit["fgsm_bim_diff"] = float(cells.loc[cells["attack"].isin(["FGSM", "BIM"]),
+                                                   "diff"].mean())
+            attacked = cells["attack"] != "clean"
+            fit["within"] = int((within & attacked).sum()) + cw_within
+            fit["cells"] = int(attacked.sum()) + len(cw)
+            out.append(fit)
+    return pd.DataFrame(out)
 
 
 def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:

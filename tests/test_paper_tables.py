@@ -20,7 +20,9 @@ from lslib.paper_tables import (
     paper_table,
     paper_wide,
     read_provenance,
+    share_within,
     side_by_side,
+    slice_fit,
     smoothing_beats_natural,
     summarise_differences,
     train_and_attack,
@@ -395,3 +397,25 @@ def test_two_runs_sets_both_tables_beside_the_paper_cell_by_cell():
     got = both[fgsm & (both["defence"] == "natural")].set_index("eps")
     assert got["paper"].round(3).to_dict() == paper.round(3).to_dict()
     assert (got["first"] - got["diff_first"]).round(9).to_dict() == paper.round(9).to_dict()
+
+
+@pytest.mark.parametrize("stem", ["mnist-linear-original", "mnist-lenet-original-authors-start"])
+def test_slice_fit_on_the_rungs_own_slice_is_the_rungs_share(stem):
+    """The committed slice rows on the protocol's slice give the cells within 0.05 that
+    share_within counts on the rung itself, per table and over Tables 2-5 (CW included)."""
+    results = Path(__file__).resolve().parents[1] / "results"
+    rung = pd.read_csv(results / f"{stem}.csv")
+    slices = pd.read_csv(results / f"{stem}-slices.csv")
+    fit = slice_fit(slices, rung)
+    assert fit["protocol"].sum() == 1 and (fit["cells"] == 112).all()
+    own = fit[fit["protocol"]].iloc[0]
+    share = share_within(side_by_side(rung)).set_index("attack")
+    for attack in ("FGSM", "BIM", "DeepFool", "clean"):
+        assert own[attack] == share.loc[attack, "within"]
+        assert own[f"{attack}_cells"] == share.loc[attack, "cells"]
+    assert own["within"] == share[share["table"] == "2-5"]["within"].iloc[0]
+    # every slice counts the same cells, and a wider tolerance never matches fewer
+    loose = slice_fit(slices, rung, tol=0.1)
+    assert (loose["within"] >= fit["within"]).all()
+    with pytest.raises(ValueError, match="tol"):
+        slice_fit(slices, rung, tol=-1)
