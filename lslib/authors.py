@@ -14,7 +14,9 @@ Which test images a file used is read from the file itself: every per-label accu
 of points divided by the number of test points of that label, so only the right slice makes all
 of them whole counts (:func:`infer_size`). The FGSM and BIM files of dc3c764 were computed on test
 images 1000-9999 (the runner of spring 2019), and so were its DeepFool files; its CW files on
-1000-1999.
+1000-1999. Which test images the runner itself attacked at each commit is read from its code
+(:func:`runner_slices`: the if/elif chain of the MNIST branch's loop that fills the list of test
+points is evaluated at every index), with the commit's dates.
 
 Nothing of the repository is copied into this project: the command reads the files from a clone
 of it, at the commit given, and writes only its own measurements::
@@ -22,11 +24,14 @@ of it, at the commit given, and writes only its own measurements::
     git clone https://github.com/MGoibert/Label_smoothing /tmp/Label_smoothing
     python -m lslib.authors /tmp/Label_smoothing --commit dc3c764 --iterations 10,50 \\
         --out results/mnist-authors-models.csv
+    python -m lslib.authors /tmp/Label_smoothing --runner-slices \
+        --out results/mnist-authors-runner-slices.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import re
 import subprocess
@@ -42,7 +47,7 @@ import torch
 from torch import nn
 
 __all__ = ["MODEL_KEY", "SETUPS", "compare", "file_slices", "find_slices", "infer_size",
-           "load_model", "read_result_file"]
+           "load_model", "read_result_file", "runner_slices", "runner_test_images"]
 
 #: The checkpoint entry of the PGD-trained model in the authors' ``model_dict/*.pt``.
 MODEL_KEY = "adversarial_0.0_None_PGD_adv_training"
@@ -56,6 +61,8 @@ SIZES = (1000, 9000)
 #: 1000 validation images: 1000, 2000 at HEAD, 9000) and the whole test split.
 SCAN_SIZES = (1000, 2000, 9000, 10000)
 GIT_TIMEOUT = 120
+#: The authors' runner, whose MNIST branch picks the test images it attacks.
+RUNNER = "run_label_smoothing.py"
 _REMEDY = "give a clone of MGoibert/Label_smoothing and a commit that has the file (e.g. dc3c764)"
 
 
@@ -209,6 +216,117 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
     return out
 
 
+_COMPARE = {ast.Lt: int.__lt__, ast.LtE: int.__le__, ast.Gt: int.__gt__, ast.GtE: int.__ge__,
+            ast.Eq: int.__eq__, ast.NotEq: int.__ne__}
+
+
+def _truth(node: ast.expr, var: str, i: int) -> bool:
+    """The condition ``node`` (comparisons of the loop index ``var`` with whole numbers, joined
+    by ``and``, ``or`` and ``not``) at ``var == i``; any other construct is a ValueError."""
+    if isinstance(node, ast.BoolOp):
+        values = (_truth(v, var, i) for v in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _truth(node.operand, var, i)
+    if isinstance(node, ast.Compare):
+        terms = [_number(t, var, i) for t in (node.left, *node.comparators)]
+        return all(_COMPARE[type(op)](a, b)
+                   for op, a, b in zip(node.ops, terms, terms[1:], strict=False))
+    raise ValueError(f"a condition this reader does not evaluate: {ast.unparse(node)}")
+
+
+def _number(node: ast.expr, var: str, i: int) -> int:
+    if isinstance(node, ast.Name) and node.id == var:
+        return i
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    raise ValueError(f"a term this reader does not evaluate: {ast.unparse(node)}")
+
+
+def _appends(body: list[ast.stmt], var: str, i: int, target: str) -> bool:
+    """Whether running ``body`` at ``var == i`` reaches ``target.append(...)``."""
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            if _appends(stmt.body if _truth(stmt.test, var, i) else stmt.orelse, var, i, target):
+                return True
+        elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+              and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr == "append"
+              and isinstance(stmt.value.func.value, ast.Name)
+              and stmt.value.func.value.id == target):
+            return True
+    return False
+
+
+def _is_dataset_test(node: ast.AST, dataset: str | None = None) -> bool:
+    """Whether ``node`` is ``dataset == "<dataset>"`` (any data set when ``dataset`` is None)."""
+    return (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
+            and node.left.id == "dataset" and isinstance(node.ops[0], ast.Eq)
+            and isinstance(node.comparators[0], ast.Constant)
+            and (dataset is None or node.comparators[0].value == dataset))
+
+
+def runner_test_images(source: str, *, dataset: str = "MNIST", total: int = 10000,
+                       target: str = "test") -> list[int]:
+    """Which of the ``total`` test images the runner's source attacks for ``dataset``: the
+    indices ``i`` of its loop ``for i, x in enumerate(...)`` inside ``if dataset == "MNIST":``
+    (or anywhere, in a runner of one data set that has no such branch) for which the loop's
+    if/elif/else chain reaches ``test.append(x)``. The chain is evaluated at every index, not
+    pattern-matched, so ``i > 1000 and i <= 2000`` gives 1001-2000. A source without that
+    branch or loop, or with a condition other than comparisons of the index with whole
+    numbers, is a ValueError (a source that does not parse, a SyntaxError)."""
+    tree = ast.parse(source)
+    branches = [n.body for n in ast.walk(tree)
+                if isinstance(n, ast.If) and _is_dataset_test(n.test, dataset)]
+    if not branches:
+        if any(_is_dataset_test(n) for n in ast.walk(tree)):
+            raise ValueError(f"no `if dataset == {dataset!r}:` branch")
+        branches = [tree.body]  # a runner of one data set
+    for loop in (n for stmt in branches[0] for n in ast.walk(stmt)):
+        if (isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
+                and isinstance(loop.iter.func, ast.Name) and loop.iter.func.id == "enumerate"
+                and isinstance(loop.target, ast.Tuple)
+                and isinstance(loop.target.elts[0], ast.Name)):
+            var = loop.target.elts[0].id
+            return [i for i in range(total) if _appends(loop.body, var, i, target)]
+    raise ValueError(f"the {dataset} branch has no loop over enumerate(...)")
+
+
+def runner_slices(repo: str | Path, *, path: str = RUNNER, total: int = 10000,
+                  log: Any = print) -> pd.DataFrame:
+    """Which MNIST test images the authors' runner (``path``) attacks at every commit of the
+    clone ``repo`` (all branches) that changed it, oldest first
+    (:func:`runner_test_images`): commit, authored and date (the author's and the committer's
+    dates: a rebase moves only the second), first_image, last_image,
+    points, and contiguous (whether the images are one run from first to last); a version
+    that cannot be read gives empty numbers and the reason in ``note``."""
+    lines = _git(repo, "log", "--all", "--reverse", "--format=%H %as %cs", "--", path).decode()
+    rows = []
+    for commit, authored, date in (line.split() for line in lines.splitlines()):
+        row: dict[str, Any] = {"commit": commit[:7], "authored": authored, "date": date,
+                               "first_image": None,
+                               "last_image": None, "points": None, "contiguous": None,
+                               "note": ""}
+        try:
+            images = runner_test_images(_git(repo, "show", f"{commit}:{path}").decode(),
+                                        total=total)
+        except SyntaxError as why:
+            row["note"] = f"does not parse as Python ({why.msg}, line {why.lineno})"
+        except ValueError as why:
+            row["note"] = str(why)
+        else:
+            if images:
+                row.update(first_image=images[0], last_image=images[-1], points=len(images),
+                           contiguous=images[-1] - images[0] + 1 == len(images))
+        rows.append(row)
+        log(f"{commit[:7]} {date}: " + (row["note"] or f"test images {row['first_image']}-"
+                                        f"{row['last_image']}"))
+    out = pd.DataFrame(rows, columns=["commit", "authored", "date", "first_image", "last_image",
+                                      "points", "contiguous", "note"])
+    for column in ("first_image", "last_image", "points"):
+        out[column] = out[column].astype("Int64")
+    return out
+
+
 def _table_budget(eps: float) -> bool:
     return any(abs(eps - b) < 1e-9 for b in BUDGETS)
 
@@ -307,9 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", action="store_true",
                     help="attack nothing: write which test images every MNIST result file of "
                          "the repository's history was computed on")
+    ap.add_argument("--runner-slices", action="store_true",
+                    help=f"attack nothing: write which MNIST test images the runner ({RUNNER}) "
+                         "attacks at every commit that changed it")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
+    if args.slices and args.runner_slices:
+        ap.error("argument --runner-slices: not allowed with argument --slices")
     if not Path(args.repo).is_dir():
         ap.error(f"argument repo: no such folder: {args.repo}")
     torch.set_num_threads(args.threads)
@@ -317,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         # the clone before the data
-        _git(args.repo, "rev-parse", "--git-dir" if args.slices else f"{args.commit}^{{commit}}")
+        whole = args.slices or args.runner_slices
+        _git(args.repo, "rev-parse", "--git-dir" if whole else f"{args.commit}^{{commit}}")
+        if args.runner_slices:
+            found = runner_slices(args.repo)
+            _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started,
+                                t0=t0, threads=args.threads,
+                                authors_repository="MGoibert/Label_smoothing",
+                                authors_head=_git(args.repo, "rev-parse", "HEAD").decode().strip())
+            return 0
         test = sweep_test_split("mnist-linear", "real", args.data, 0)
         if args.slices:
             found = file_slices(args.repo, labels=test.y)

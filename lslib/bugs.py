@@ -190,8 +190,9 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
 
 
 #: the slices of the MNIST test set that the authors' runner attacked, by commit (first and last
-#: image, inclusive; lslib.authors --slices and results/README "Which test images"): 8789498 to
-#: f0dae34, 19722ec (and the files of smoothed MLPs at 919c8a0), dc3c764, HEAD
+#: image, inclusive; lslib.authors --slices and --runner-slices, results/README "Which test
+#: images"): 8789498 to f0dae34, 19722ec (and the files of smoothed MLPs at 919c8a0), dc3c764,
+#: 1bb8c1c to HEAD (committed after the paper's submission, kept as a control)
 AUTHORS_SLICES = ((1000, 9999), (1001, 2000), (1000, 1999), (1000, 2999))
 SLICE_ATTACKS = ("clean", "FGSM", "BIM", "DeepFool")
 

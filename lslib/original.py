@@ -58,7 +58,10 @@ is the default. The other settings follow the code of those commits (training: p
 Which test images. The original's runner keeps the first 1000 MNIST test images for validation
 and attacks the others: all of them (test images 1000-9999) at every commit from 8789498
 (2019-03-27) to f0dae34 (2019-09-30) but one, 19722ec (2019-05-15, undone by the next commit the
-same day), which attacks 1001-2000; 1000-1999 at dc3c764 and 1000-2999 at HEAD. Which ones a
+same day), which attacks 1001-2000; 1000-1999 at dc3c764 (2019-10-09); 1000-2999 from 1bb8c1c
+(2020-02-05) to HEAD, after the paper's submission (:data:`lslib.paper_tables.PAPER_SUBMITTED`,
+2020-01-13), so that slice cannot have made the published tables (``python -m lslib.authors
+--runner-slices`` reads the slice of every commit from the runner's code). Which ones a
 committed result file used can be read from the file itself: every per-label accuracy is a whole
 count of that label's points only for the right slice (:func:`lslib.authors.find_slices`;
 ``python -m lslib.authors --slices`` writes it for every file of the history). Every file that

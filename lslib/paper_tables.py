@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALPHAS",
     "EPS",
+    "PAPER_SUBMITTED",
     "RESULTS_URL",
     "SETUP_NAMES",
     "TABLES",
@@ -57,6 +58,10 @@ __all__ = [
 
 ALPHAS = (0.005, 0.1, 0.4)
 EPS = (0.05, 0.2, 0.4)
+#: The day the paper, with its tables, was submitted as a preprint (HAL hal-02437752v1, the
+#: version in ``../shared/paper``: "Preprint submitted on 13 Jan 2020"). Code committed later
+#: cannot have made its tables.
+PAPER_SUBMITTED = "2020-01-13"
 #: The tables' set-up names and ours (``lslib.experiments.SETUPS``).
 SETUP_NAMES = {
     "MNIST Linear": "mnist-linear",

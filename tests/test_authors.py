@@ -164,6 +164,8 @@ def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
     (["{tmp}", "--out", "x.csv"], "failed"),
     (["{tmp}", "--iterations", "0", "--out", "x.csv"], ">= 1"),
     (["{tmp}", "--slices", "--out", "x.csv"], "failed"),
+    (["{tmp}", "--runner-slices", "--out", "x.csv"], "failed"),
+    (["{tmp}", "--runner-slices", "--slices", "--out", "x.csv"], "not allowed with"),
 ])
 def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -175,3 +177,62 @@ def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expec
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and expected in err, err
+
+
+_RUNNER = '''
+if dataset == "MNIST":
+    test_set = load("mnist")
+    val_data = []
+    test = []
+    for i, x in enumerate(test_set):
+        if i < 1000:
+            val_data.append(x)
+        elif {cond}:
+            test.append(x)
+elif dataset == "CIFAR10":
+    for i, x in enumerate(test_set):
+        if i >= 5000:
+            test.append(x)
+'''
+
+
+@pytest.mark.parametrize("cond, expected", [
+    ("i > 1000 and i <= 2000", range(1001, 2001)),
+    ("i >= 1000 and i < 3000", range(1000, 3000)),
+    ("not i < 9990", range(9990, 10000)),
+    ("i == 4000 or 7000 < i < 7003 or i == 5", [4000, 7001, 7002]),  # 5 went to validation
+])
+def test_runner_test_images_runs_the_mnist_branch_chain_at_every_index(cond, expected):
+    source = _RUNNER.format(cond=cond)
+    assert authors.runner_test_images(source) == list(expected)
+    assert authors.runner_test_images(source, dataset="CIFAR10") == list(range(5000, 10000))
+
+
+def test_runner_test_images_reads_a_runner_of_one_data_set_and_refuses_what_it_cannot_run():
+    one = "val, test = [], []\nfor i, x in enumerate(s):\n    if i < 1000:\n        val.append(x)"
+    assert authors.runner_test_images(one + "\n    else:\n        test.append(x)\n", total=1200) \
+        == list(range(1000, 1200))
+    with pytest.raises(ValueError, match=r"does not evaluate: i % 2"):
+        authors.runner_test_images(_RUNNER.format(cond="i % 2 == 0"))
+    with pytest.raises(ValueError, match="no `if dataset == 'SVHN':` branch"):
+        authors.runner_test_images(_RUNNER.format(cond="True"), dataset="SVHN")
+    with pytest.raises(SyntaxError):
+        authors.runner_test_images(_RUNNER.format(cond="i >"))
+
+
+def test_runner_slices_reads_every_commit_of_the_runner_with_its_dates(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    for cond in ("i >= 1000", "i > 1000 and i <= 2000", "i >"):  # the last does not parse
+        (repo / authors.RUNNER).write_text(_RUNNER.format(cond=cond))
+        _git(repo, "add", ".")
+        _git(repo, "commit", "-qm", cond)
+    got = authors.runner_slices(repo, log=lambda _: None)
+    assert got["first_image"].tolist()[:2] == [1000, 1001]
+    assert got["last_image"].tolist()[:2] == [9999, 2000]
+    assert got["points"].tolist()[:2] == [9000, 1000]
+    assert got["contiguous"].tolist()[:2] == [True, True]
+    assert got["first_image"].isna().tolist() == [False, False, True]
+    assert got["note"].iloc[2].startswith("does not parse as Python")
+    assert (got["commit"].str.len() == 7).all() and got["date"].str.match(r"\d{4}-\d\d-\d\d").all()

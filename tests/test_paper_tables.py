@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from lslib.data import TensorData
 from lslib.paper_tables import (
     ALPHAS,
     EPS,
+    PAPER_SUBMITTED,
     SETUP_NAMES,
     format_side_by_side,
     paper_table,
@@ -419,3 +421,11 @@ def test_slice_fit_on_the_rungs_own_slice_is_the_rungs_share(stem):
     assert (loose["within"] >= fit["within"]).all()
     with pytest.raises(ValueError, match="tol"):
         slice_fit(slices, rung, tol=-1)
+
+
+def test_the_submission_date_is_the_one_on_the_papers_front_page():
+    if not PAPER.exists():
+        pytest.skip(f"the paper's text is not at {PAPER}")
+    m = re.search(r"Preprint submitted on (\d{1,2} \w{3} \d{4})", PAPER.read_text(encoding="utf-8"))
+    assert m is not None
+    assert datetime.strptime(m.group(1), "%d %b %Y").date().isoformat() == PAPER_SUBMITTED
