@@ -122,6 +122,7 @@ __all__ = [
     "SweepInterrupted",
     "atomic_write",
     "cache_dir",
+    "cpu_kind",
     "device_name",
     "provenance",
     "read_journal",
@@ -497,11 +498,34 @@ def _git_state() -> tuple[str, bool | None]:
         return "unknown", None
 
 
+def cpu_kind() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`) and the vector
+    instruction set torch's kernels use on it (``AVX512``, ``AVX2``, ...): two machines that
+    differ here may round differently, so a training can differ in its last bits."""
+    import platform
+
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = " ".join((name or platform.processor() or "unknown CPU").split())
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch
+        capability = ""
+    return f"{name}, {capability}" if capability else name
+
+
 def device_name(device: torch.device) -> str:
-    """A device as the provenance records it: ``cuda:0 (NVIDIA H200)``, ``cpu (2 threads)``."""
+    """A device as the provenance records it: ``cuda:0 (NVIDIA H200)``, ``cpu (2 threads,
+    Intel(R) Xeon(R) Processor, AVX512)`` (:func:`cpu_kind`)."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({torch.get_num_threads()} threads, {cpu_kind()})"
 
 
 def source_hashes() -> dict[str, str]:

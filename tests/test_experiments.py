@@ -240,3 +240,29 @@ def test_cifar_and_svhn_setups_run_end_to_end_on_synthetic_stand_ins(tmp_path, s
     assert (fgsm["eps_pixels"] == 0.025).all()  # half of the paper's eps on [0, 1] pixels
     assert (table["data_source"] == "synthetic").all()
     assert not math.isnan(table["train_seconds"].iloc[0])
+
+
+def test_the_cpu_in_the_provenance_is_the_machines_model_and_torchs_instruction_set(monkeypatch):
+    import platform
+    from pathlib import Path as P
+
+    import torch
+
+    from lslib.experiments import cpu_kind, device_name
+
+    info = P("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in
+             (info.read_text().splitlines() if info.is_file() else []) if
+             line.startswith("model name")]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if names:
+        assert cpu_kind() == f"{' '.join(names[0].split())}, {capability}"
+    assert device_name(torch.device("cpu")) == (f"cpu ({torch.get_num_threads()} threads, "
+                                                f"{cpu_kind()})")
+
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(P, "read_text", unreadable)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert cpu_kind() == f"unknown CPU, {capability}"
