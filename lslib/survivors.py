@@ -13,6 +13,8 @@ each point it leaves, at DeepFool's last iterate (:func:`examine`):
   that no gradient step can leave.
 - ``active_units``: how many units of the model's last ReLU are on. At 0 the logits are the last
   layer's biases.
+- ``units_at_input``: the same at the clean test image. Where it is above 0 and ``active_units``
+  is 0, DeepFool's own steps carried the point into the flat region.
 
 The book's tables chapter reads what this writes::
 
@@ -99,23 +101,28 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         left = (~res.success).nonzero().squeeze(1)
         log(f"{row.setup} {row.defence} {row.alpha}: {left.numel()} point(s) left")
         df = examine(model, res.adversarial[left], y[left])
+        df["units_at_input"] = last_relu_units(model, x[left]).tolist()
         found.append(df.assign(setup=row.setup, defence=row.defence, alpha=row.alpha,
                                model_key=row.model_key, index=left.tolist(),
                                n=int(row.n), accuracy=float(row.accuracy)))
     columns = ["setup", "defence", "alpha", "model_key", "n", "accuracy", "index", "label",
-               "margin", "grad_norm", "active_units"]
+               "margin", "grad_norm", "active_units", "units_at_input"]
     return pd.concat(found)[columns] if found else pd.DataFrame(columns=columns)
 
 
 def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
     """Per model: the points left, how many sit in a flat region (gradient exactly 0) and how
-    many with no unit of the last ReLU on, the largest distance from a tie (``|margin|``, in
+    many with no unit of the last ReLU on, of those how many had units on at the clean image
+    (where the table has ``units_at_input``), the largest distance from a tie (``|margin|``, in
     logits) and the labels of the points."""
     def per_model(g: pd.DataFrame) -> pd.Series:
-        return pd.Series({"accuracy": g["accuracy"].iloc[0], "points left": len(g),
-                          "flat (gradient 0)": int((g["grad_norm"] == 0).sum()),
-                          "no unit on": int((g["active_units"] == 0).sum()),
-                          "largest |margin|": float(g["margin"].abs().max()),
+        off = g["active_units"] == 0
+        out = {"accuracy": g["accuracy"].iloc[0], "points left": len(g),
+               "flat (gradient 0)": int((g["grad_norm"] == 0).sum()),
+               "no unit on": int(off.sum())}
+        if "units_at_input" in g:
+            out["of which on at the input"] = int((off & (g["units_at_input"] > 0)).sum())
+        return pd.Series({**out, "largest |margin|": float(g["margin"].abs().max()),
                           "labels": " ".join(str(v) for v in sorted(set(g["label"])))})
 
     keys = ["setup", "defence", "alpha"]

@@ -59,6 +59,7 @@ def test_survivors_of_a_sweep_table_rerun_its_deepfool_exactly(tmp_path):
                                        log=lambda msg: None)
     n, acc = int(table["n"].iloc[0]), float(table["accuracy"].iloc[0])
     assert len(got) == round(acc * n)
+    assert (got["units_at_input"] >= 0).all()
     summary = survivors.summarise(got) if len(got) else None
     assert summary is None or int(summary["points left"].iloc[0]) == len(got)
     # a table whose accuracy the attack does not reproduce is refused
@@ -67,3 +68,16 @@ def test_survivors_of_a_sweep_table_rerun_its_deepfool_exactly(tmp_path):
     with pytest.raises(RuntimeError, match="not the one"):
         survivors.survivors_of_table(out, cache=tmp_path / "cache", threshold=-1.0,
                                      log=lambda msg: None)
+
+
+def test_the_summary_counts_the_points_deepfool_carried_into_the_flat_region():
+    left = pd.DataFrame({"setup": "s", "defence": "ALS", "alpha": 0.4, "accuracy": 0.004,
+                         "label": [0, 0, 1, 5], "margin": [-1e-6, 0.0, -2e-3, -1e-5],
+                         "grad_norm": [0.0, 0.0, 0.0, 0.3], "active_units": [0, 0, 0, 1],
+                         "units_at_input": [5, 0, 3, 4]})
+    got = survivors.summarise(left).iloc[0]
+    assert (got["points left"], got["flat (gradient 0)"], got["no unit on"]) == (4, 3, 3)
+    assert got["of which on at the input"] == 2 and got["labels"] == "0 1 5"
+    # a table written before the column existed is summarised without it
+    assert "of which on at the input" not in survivors.summarise(
+        left.drop(columns="units_at_input")).columns
