@@ -24,7 +24,7 @@ of it, at the commit given, and writes only its own measurements::
     git clone https://github.com/MGoibert/Label_smoothing /tmp/Label_smoothing
     python -m lslib.authors /tmp/Label_smoothing --commit dc3c764 --iterations 10,50 \\
         --out results/mnist-authors-models.csv
-    python -m lslib.authors /tmp/Label_smoothing --runner-slices \
+    python -m lslib.authors /tmp/Label_smoothing --runner-slices \\
         --out results/mnist-authors-runner-slices.csv
 """
 
@@ -296,16 +296,15 @@ def runner_slices(repo: str | Path, *, path: str = RUNNER, total: int = 10000,
     """Which MNIST test images the authors' runner (``path``) attacks at every commit of the
     clone ``repo`` (all branches) that changed it, oldest first
     (:func:`runner_test_images`): commit, authored and date (the author's and the committer's
-    dates: a rebase moves only the second), first_image, last_image,
-    points, and contiguous (whether the images are one run from first to last); a version
-    that cannot be read gives empty numbers and the reason in ``note``."""
+    dates: a rebase moves only the second), first_image, last_image, points, and contiguous
+    (whether the images are one run from first to last); a version that cannot be read gives
+    empty numbers and the reason in ``note``."""
     lines = _git(repo, "log", "--all", "--reverse", "--format=%H %as %cs", "--", path).decode()
     rows = []
     for commit, authored, date in (line.split() for line in lines.splitlines()):
         row: dict[str, Any] = {"commit": commit[:7], "authored": authored, "date": date,
-                               "first_image": None,
-                               "last_image": None, "points": None, "contiguous": None,
-                               "note": ""}
+                               "first_image": None, "last_image": None, "points": None,
+                               "contiguous": None, "note": ""}
         try:
             images = runner_test_images(_git(repo, "show", f"{commit}:{path}").decode(),
                                         total=total)
