@@ -32,8 +32,10 @@ The book's tables chapter reads what this writes::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -79,14 +81,13 @@ def _original_rows(table: str | Path) -> pd.DataFrame:
     return rows
 
 
-def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
-            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, dict[str, Any], Any, Any]]:
-    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), its
-    training config, the test split its rows attacked and the original protocol as they ran it
-    (quick or not)."""
-    from lslib import original
+def _model_entries(rows: pd.DataFrame, cache: str | Path | None
+                   ) -> Iterator[tuple[str, pd.DataFrame, dict[str, torch.Tensor], dict[str, Any]]]:
+    """Per model of ``rows``, in the table's order: its key, its rows, its weights and its
+    training config, from the model cache (a missing model is an error: nothing is trained
+    here)."""
     from lslib._files import read_cache_entry
-    from lslib.experiments import PROTOCOLS, cache_dir, sweep_test_split
+    from lslib.experiments import cache_dir
 
     for key, model_rows in rows.groupby("model_key", sort=False):
         first = model_rows.iloc[0]
@@ -95,98 +96,256 @@ def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
             raise FileNotFoundError(f"model {key} ({first['defence']} {first['alpha']}) is not "
                                     f"in the model cache {path.parent}: run the sweep first")
         state, record = read_cache_entry(path)
-        config = json.loads(record["config"])
-        model = original.MODELS[config["model"]]().double()
-        model.load_state_dict(state)
-        model.eval()
-        test = sweep_test_split(first["setup"], first["data_source"], data_root,
-                                int(first["seed"]))
-        protocol = PROTOCOLS["original"]
-        yield (key, model_rows, model, config, test,
-               protocol.quick() if str(first["quick"]) == "True" else protocol)
+        yield key, model_rows, state, json.loads(record["config"])
+
+
+def _built(state: dict[str, torch.Tensor], config: dict[str, Any],
+           device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The original's float64 model of ``config`` with the weights ``state``, in eval mode."""
+    from lslib import original
+
+    model = original.MODELS[config["model"]]().double()
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _split_and_protocol(first: pd.Series, data_root: str | None) -> tuple[Any, Any]:
+    """The test split a row attacked and the original protocol as it ran (quick or not)."""
+    from lslib.experiments import PROTOCOLS, sweep_test_split
+
+    test = sweep_test_split(first["setup"], first["data_source"], data_root, int(first["seed"]))
+    protocol = PROTOCOLS["original"]
+    return test, protocol.quick() if str(first["quick"]) == "True" else protocol
+
+
+def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
+            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, dict[str, Any], Any, Any]]:
+    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), its
+    training config, the test split its rows attacked and the original protocol as they ran it
+    (quick or not)."""
+    for key, model_rows, state, config in _model_entries(rows, cache):
+        test, protocol = _split_and_protocol(model_rows.iloc[0], data_root)
+        yield key, model_rows, _built(state, config), config, test, protocol
+
+
+def _ident(first: pd.Series, key: str) -> dict[str, Any]:
+    return {"setup": first["setup"], "defence": first["defence"], "alpha": first["alpha"],
+            "T": first["T"], "model_key": key}
+
+
+def _ladder_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, protocol: Any,
+                 cells: pd.DataFrame, key: str, attack: str, *, eps: Sequence[float]
+                 ) -> list[dict[str, Any]]:
+    """The bug ladder of one model and attack (at each budget of ``eps`` for FGSM and BIM),
+    checked against the table's ``cells``."""
+    from lslib import original
+    from lslib.experiments import SETUPS
+
+    first = cells.iloc[0]
+    n = int(cells["n"].iloc[0])  # the row's images: the same slice as the table's
+    x, y = original.test_slice(test, n)
+    kw = dict(alpha=config["alpha"], method=config["method"],
+              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    out = []
+    for e in eps if attack in ("FGSM", "BIM") else (math.nan,):
+        torch.manual_seed(0)
+        ladder = original.bug_ladder(model, x, y, eps=e * SETUPS[first["setup"]].eps_scale,
+                                     attacks=(attack,), **kw)
+        want = _cell(cells, attack, None if math.isnan(e) else e)
+        if want is not None:
+            _check_cell(first, attack, float(ladder["with_bug"].iloc[0]), want)
+        out += ladder.assign(**_ident(first, key), n=n, eps=e)[COLUMNS].to_dict("records")
+    return out
+
+
+def _iteration_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, protocol: Any,
+                    cells: pd.DataFrame, key: str, attack: str, *, iterations: Sequence[int]
+                    ) -> list[dict[str, Any]]:
+    """DeepFool's or CW's accuracy on one model with each count of ``iterations``; the count
+    the table used must give its cell."""
+    from lslib import original
+
+    knob = {"DeepFool": "deepfool", "CW": "cw"}[attack]
+    first, n = cells.iloc[0], int(cells["n"].iloc[0])
+    steps = original.protocol_steps(protocol)
+    used = steps[knob]
+    x, y = original.test_slice(test, n)
+    out = []
+    for count in iterations:
+        acc = original.attack_accuracy(model, x, y, attack,
+                                       steps={**steps, knob: int(count)}).accuracy
+        if count == used:
+            _check_cell(first, attack, acc, float(first["accuracy"]))
+        out.append({**_ident(first, key), "n": n, "attack": attack, "iterations": int(count),
+                    "binary_search_steps": (protocol.cw["binary_search_steps"]
+                                            if attack == "CW" else None),
+                    "accuracy": acc, "in_table": count == used})
+    return out
+
+
+def _slice_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, protocol: Any,
+                cells: pd.DataFrame, key: str, attack: str, *,
+                slices: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Every cell of one model and attack on each of ``slices`` (and on the table's own)."""
+    from lslib import original
+    from lslib.experiments import SETUPS
+
+    first = cells.iloc[0]
+    spans = [(int(a), int(b)) for a, b in slices]
+    kw = dict(alpha=config["alpha"], method=config["method"],
+              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    own = original.slice_bounds(len(test.y), int(cells["n"].iloc[0]))
+    lo = min([own[0], *(a for a, _ in spans)])
+    hi = max([own[1], *(b + 1 for _, b in spans)])
+    x, y = original.from_pixels(test.x[lo:hi]), test.y[lo:hi]
+    out = []
+    for cell in cells.itertuples():
+        e = float(cell.eps) if attack in ("FGSM", "BIM") else 0.0
+        torch.manual_seed(0)
+        robust = original.robust_points(model, x, y, attack,
+                                        eps=e * SETUPS[first["setup"]].eps_scale,
+                                        **kw).double()
+        _check_cell(first, attack, float(robust[own[0] - lo:own[1] - lo].mean()),
+                    float(cell.accuracy))
+        for a, b in sorted({*spans, (own[0], own[1] - 1)}):
+            out.append({**_ident(first, key), "attack": attack, "eps": cell.eps,
+                        "first_image": a, "last_image": b, "n": b - a + 1,
+                        "accuracy": float(robust[a - lo:b + 1 - lo].mean()),
+                        "in_table": (a, b + 1) == own})
+    return out
+
+
+_KINDS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "ladder": _ladder_rows, "iterations": _iteration_rows, "slices": _slice_rows}
+
+#: Bump when a change here changes what a job computes (journal entries of other versions are
+#: computed again).
+_JOB_VERSION = 1
+
+
+def _bugs_job(models: list, device: torch.device, *, kind: str, key: str, attack: str,
+              state: dict[str, torch.Tensor], config: dict[str, Any],
+              cells: list[dict[str, Any]], data_root: str | None,
+              params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job of :mod:`lslib.runner`: one model (its weights travel with the job, so a Ray
+    worker needs the data but not the model cache) and one attack of ``kind``."""
+    frame = pd.DataFrame(cells)
+    test, protocol = _split_and_protocol(frame.iloc[0], data_root)
+    return _KINDS[kind](_built(state, config, device), config, test, protocol, frame, key,
+                        attack, **params)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        return "not an object with a string 'key'"
+    rows = entry.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return "'rows' missing or not a list of objects"
+    return None
+
+
+def _run_kind(table: str | Path, kind: str, attacks: Sequence[str], params: dict[str, Any], *,
+              cache: str | Path | None, data_root: str | None, log: Callable[[str], Any],
+              execution: Any = None, journal: str | Path | None = None,
+              resumed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every model and attack of ``attacks`` of the original-protocol rows of ``table``, one
+    :mod:`lslib.runner` job each (embedded, on a local Ray or on a Ray cluster, as
+    ``execution`` says), computed by ``_KINDS[kind]`` with ``params``; the rows in the table's
+    order of models and in the order of ``attacks``, whatever order the jobs finish in.
+
+    ``journal``: a JSON-lines file to which each job's rows are appended (flushed and fsync'ed)
+    as soon as it is done; a later call with the same journal, table and settings reads those
+    jobs back instead of running them again, so a killed run loses at most the jobs in flight.
+    ``resumed``: a list to which each job read back appends its entry's provenance."""
+    from lslib.experiments import append_journal, cache_dir, provenance, recover_journal
+    from lslib.runner import Job, run_jobs
+
+    rows = _original_rows(table)
+    done: dict[str, dict] = {}
+    if journal is not None:
+        done = {e["key"]: e for e in recover_journal(Path(journal), _entry_problem, log)}
+    plan, jobs = [], []
+    for key, model_rows, state, config in _model_entries(rows, cache):
+        for attack in attacks:
+            cells = model_rows[model_rows["attack"] == attack]
+            if cells.empty:
+                continue
+            job_key = hashlib.sha256(json.dumps(
+                {"kind": kind, "model": key, "attack": attack, "params": params,
+                 "cells": cells[["attack", "eps", "n", "accuracy"]].to_json(orient="records"),
+                 "version": _JOB_VERSION},
+                sort_keys=True, default=str).encode()).hexdigest()[:16]
+            plan.append(job_key)
+            if job_key in done:
+                if resumed is not None:
+                    resumed.append(done[job_key].get("provenance", {}))
+                continue
+            jobs.append(Job(job_key, (), _bugs_job, dict(
+                kind=kind, key=key, attack=attack, state=state, config=config,
+                cells=cells.to_dict("records"), data_root=data_root, params=params)))
+    results = {k: done[k]["rows"] for k in plan if k in done}
+
+    def on_result(job: Any, result: list[dict[str, Any]], records: dict, ran_on: str) -> None:
+        first = result[0] if result else {}
+        log(f"{first.get('setup')} {first.get('defence')} {first.get('alpha')} "
+            f"{job.kwargs['attack']}: done")
+        if journal is not None:
+            append_journal(Path(journal), {
+                "key": job.key, "rows": result,
+                "provenance": {**provenance("cpu"), "ran_on": ran_on,
+                               "finished": datetime.now(timezone.utc)
+                               .isoformat(timespec="seconds")}})
+        results[job.key] = result
+
+    run_jobs(jobs, on_result, execution=execution, cache=cache_dir(cache), data_root=data_root,
+             log=log)
+    return [r for k in plan for r in results[k]]
 
 
 def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
                         cache: str | Path | None = None, data_root: str | None = None,
-                        log: Callable[[str], Any] = print) -> pd.DataFrame:
+                        log: Callable[[str], Any] = print, execution: Any = None,
+                        journal: str | Path | None = None,
+                        resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """DeepFool's and CW's accuracy on every model of ``table`` with each count of
     ``iterations``: the original's ``--num_iter_attack``, which sets DeepFool's iterations and
     CW's Adam steps per binary-search step in the same call and which its command lines do not
     record. On the rows' test images; the count the table used must give the table's cell,
-    which is checked. One row per model, attack and count."""
-    from lslib import original
-
-    rows = _original_rows(table)
-    out = []
-    for key, model_rows, model, _, test, protocol in _models(rows, cache, data_root):
-        for attack, knob in (("DeepFool", "deepfool"), ("CW", "cw")):
-            cells = model_rows[model_rows["attack"] == attack]
-            if cells.empty:
-                continue
-            first, n = cells.iloc[0], int(cells["n"].iloc[0])
-            steps = original.protocol_steps(protocol)
-            used = steps[knob]
-            x, y = original.test_slice(test, n)
-            for count in iterations:
-                acc = original.attack_accuracy(model, x, y, attack,
-                                               steps={**steps, knob: int(count)}
-                                               ).accuracy
-                if count == used:
-                    _check_cell(first, attack, acc, float(first["accuracy"]))
-                out.append({"setup": first["setup"], "defence": first["defence"],
-                            "alpha": first["alpha"], "T": first["T"], "model_key": key,
-                            "n": n, "attack": attack, "iterations": int(count),
-                            "binary_search_steps": (protocol.cw["binary_search_steps"]
-                                                    if attack == "CW" else None),
-                            "accuracy": acc, "in_table": count == used})
-        log(f"{model_rows['setup'].iloc[0]} {model_rows['defence'].iloc[0]} "
-            f"{model_rows['alpha'].iloc[0]}: done")
-    return pd.DataFrame(out)
+    which is checked. One row per model, attack and count. One job per model and attack
+    (``execution``, ``journal``, ``resumed``: as for :func:`bugs_of_table`)."""
+    return pd.DataFrame(_run_kind(table, "iterations", ("DeepFool", "CW"),
+                                  {"iterations": [int(c) for c in iterations]}, cache=cache,
+                                  data_root=data_root, log=log, execution=execution,
+                                  journal=journal, resumed=resumed))
 
 
 def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
                   eps: Sequence[float] | None = None, data_root: str | None = None,
                   attacks: Sequence[str] = ATTACKS,
-                  log: Callable[[str], Any] = print) -> pd.DataFrame:
+                  log: Callable[[str], Any] = print, execution: Any = None,
+                  journal: str | Path | None = None,
+                  resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """The bug ladder of every model of the original-protocol rows of ``table`` (models from
     the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps`` (default:
     the table's own), for the attacks in ``attacks``. One row per model, budget, switch and
-    attack (DeepFool and CW once per model, with ``eps`` NaN)."""
-    from lslib import original
-    from lslib.experiments import SETUPS
+    attack (DeepFool and CW once per model, with ``eps`` NaN).
 
+    Each model and attack is one job of :mod:`lslib.runner`: ``execution`` (an
+    :class:`lslib.runner.Execution`) runs them on a local Ray or a Ray cluster, embedded by
+    default; the model's weights travel with its job. ``journal``: each job's rows are appended
+    to this JSON-lines file as soon as it is done, and a later call with the same journal reads
+    them back instead of attacking again (``resumed`` collects their provenance). Every attack
+    is seeded per job, so the rows do not depend on the execution or on resuming."""
     rows = _original_rows(table)
     if eps is None:
         eps = sorted(set(rows.loc[rows["attack"].isin(("FGSM", "BIM")), "eps"]))
     bad = [e for e in eps if not 0 <= e <= 1]
     if bad:
         raise ValueError(f"eps must be budgets in [0, 1], got {list(eps)}")
-    out = []
-    for key, model_rows, model, config, test, protocol in _models(rows, cache, data_root):
-        first = model_rows.iloc[0]
-        setup = SETUPS[first["setup"]]
-        steps = original.protocol_steps(protocol)
-        kw = dict(alpha=config["alpha"], method=config["method"],
-                  temperature=config["temperature"], steps=steps)
-        for attack in (a for a in ATTACKS if a in attacks):
-            cells = model_rows[model_rows["attack"] == attack]
-            if cells.empty:
-                continue
-            n = int(cells["n"].iloc[0])  # the row's images: the same slice as the table's
-            x, y = original.test_slice(test, n)
-            for e in eps if attack in ("FGSM", "BIM") else (math.nan,):
-                torch.manual_seed(0)
-                ladder = original.bug_ladder(model, x, y, eps=e * setup.eps_scale,
-                                             attacks=(attack,), **kw)
-                want = _cell(cells, attack, None if math.isnan(e) else e)
-                got = float(ladder["with_bug"].iloc[0])
-                if want is not None:
-                    _check_cell(first, attack, got, want)
-                out.append(ladder.assign(setup=first["setup"], defence=first["defence"],
-                                         alpha=first["alpha"], T=first["T"], model_key=key,
-                                         n=n, eps=e))
-        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
-    return pd.concat(out)[COLUMNS].reset_index(drop=True)
+    found = _run_kind(table, "ladder", [a for a in ATTACKS if a in attacks],
+                      {"eps": [float(e) for e in eps]}, cache=cache, data_root=data_root,
+                      log=log, execution=execution, journal=journal, resumed=resumed)
+    return pd.DataFrame(found, columns=COLUMNS)
 
 
 #: the slices of the MNIST test set that the authors' runner attacked, by commit (first and last
@@ -199,56 +358,34 @@ SLICE_ATTACKS = ("clean", "FGSM", "BIM", "DeepFool")
 
 def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHORS_SLICES, *,
                     cache: str | Path | None = None, data_root: str | None = None,
-                    log: Callable[[str], Any] = print) -> pd.DataFrame:
+                    log: Callable[[str], Any] = print, execution: Any = None,
+                    journal: str | Path | None = None,
+                    resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Every clean, FGSM, BIM and DeepFool cell of the original-protocol ``table`` on other
     slices of the test set: each model attacked once on every image from the first of
     ``slices`` (and of the table's own slice) to the last, then each slice's accuracy read off
     :func:`lslib.original.robust_points` (each point is attacked on its own). The table's own
     slice must give the table's cell, which is checked. CW is left out (its slice is not in
     question, and it is the slow one). One row per model, attack, budget and slice, with
-    ``first_image``, ``last_image`` (inclusive), ``n`` and ``in_table`` (the table's slice)."""
-    from lslib import original
-    from lslib.experiments import SETUPS
-
+    ``first_image``, ``last_image`` (inclusive), ``n`` and ``in_table`` (the table's slice).
+    One job per model and attack (``execution``, ``journal``, ``resumed``: as for
+    :func:`bugs_of_table`)."""
     spans = [(int(a), int(b)) for a, b in slices]
     bad = [f"{a}-{b}" for a, b in spans if not 0 <= a <= b]
     if not spans or bad:
         raise ValueError(f"slices must be first-last image ranges with 0 <= first <= last, "
                          f"got {bad or 'none'}")
     rows = _original_rows(table)
-    out = []
-    for key, model_rows, model, config, test, protocol in _models(rows, cache, data_root):
-        first = model_rows.iloc[0]
-        setup = SETUPS[first["setup"]]
-        kw = dict(alpha=config["alpha"], method=config["method"],
-                  temperature=config["temperature"], steps=original.protocol_steps(protocol))
-        for attack in SLICE_ATTACKS:
-            cells = model_rows[model_rows["attack"] == attack]
-            if cells.empty:
-                continue
-            own = original.slice_bounds(len(test.y), int(cells["n"].iloc[0]))
-            lo = min([own[0], *(a for a, _ in spans)])
-            hi = max([own[1], *(b + 1 for _, b in spans)])
-            if hi > len(test.y):
-                raise ValueError(f"slices reach image {hi - 1}, the test set has "
-                                 f"{len(test.y)} images")
-            x, y = original.from_pixels(test.x[lo:hi]), test.y[lo:hi]
-            for cell in cells.itertuples():
-                e = float(cell.eps) if attack in ("FGSM", "BIM") else 0.0
-                torch.manual_seed(0)
-                robust = original.robust_points(model, x, y, attack, eps=e * setup.eps_scale,
-                                                **kw).double()
-                _check_cell(first, attack, float(robust[own[0] - lo:own[1] - lo].mean()),
-                            float(cell.accuracy))
-                for a, b in sorted({*spans, (own[0], own[1] - 1)}):
-                    out.append({"setup": first["setup"], "defence": first["defence"],
-                                "alpha": first["alpha"], "T": first["T"], "model_key": key,
-                                "attack": attack, "eps": cell.eps, "first_image": a,
-                                "last_image": b, "n": b - a + 1,
-                                "accuracy": float(robust[a - lo:b + 1 - lo].mean()),
-                                "in_table": (a, b + 1) == own})
-        log(f"{first['setup']} {first['defence']} {first['alpha']}: done")
-    return pd.DataFrame(out)
+    for _, first in rows.drop_duplicates(["setup", "data_source", "seed"]).iterrows():
+        test, _ = _split_and_protocol(first, data_root)
+        last = max(b for _, b in spans)
+        if last >= len(test.y):
+            raise ValueError(f"slices reach image {last}, the test set has "
+                             f"{len(test.y)} images")
+    return pd.DataFrame(_run_kind(table, "slices", SLICE_ATTACKS,
+                                  {"slices": [list(s) for s in spans]}, cache=cache,
+                                  data_root=data_root, log=log, execution=execution,
+                                  journal=journal, resumed=resumed))
 
 
 def _spans(text: str) -> tuple[tuple[int, int], ...]:
@@ -277,6 +414,8 @@ def _counts(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     from lslib import _cli
+    from lslib.experiments import OutputBusyError, exclusive_output
+    from lslib.runner import RunnerError, add_execution_arguments, execution_from_args
 
     ap = _cli.OneLineParser(prog="python -m lslib.bugs", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -296,34 +435,60 @@ def main(argv: list[str] | None = None) -> int:
                          "each of these test-image ranges, e.g. 1000-9999,1001-2000 ('authors': "
                          "the slices the authors' runner used)")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
-    ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
+    ap.add_argument("--threads", type=_cli.int_at_least(1), default=1,
+                    help="torch threads per job (default 1)")
+    add_execution_arguments(ap)
     args = ap.parse_args(argv)
     if args.iterations is not None and args.slices is not None:
         ap.error("give --iterations or --slices, not both")
+    try:
+        execution = execution_from_args(args)
+    except ValueError as exc:
+        ap.error(str(exc))
     torch.set_num_threads(args.threads)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    out = Path(args.out)
+    journal = out.with_name(out.name + ".journal.jsonl")
 
     def run() -> int:
+        resumed: list[dict[str, Any]] = []
+        kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed)
         if args.iterations is not None:
-            found = iterations_of_table(args.table, args.iterations, cache=args.cache)
+            found = iterations_of_table(args.table, args.iterations, **kw)
         elif args.slices is not None:
             try:
-                found = slices_of_table(args.table, args.slices, cache=args.cache)
+                found = slices_of_table(args.table, args.slices, **kw)
             except ValueError as exc:  # slices beyond the test set
                 ap.error(f"--slices: {exc}")
         else:
-            found = bugs_of_table(args.table, cache=args.cache, eps=args.eps,
-                                  attacks=args.attacks)
+            found = bugs_of_table(args.table, eps=args.eps, attacks=args.attacks, **kw)
+        extra = {"resumed_jobs": len(resumed),
+                 "resumed_from": sorted({str(p.get("git_commit", "not recorded"))
+                                         for p in resumed})} if resumed else {}
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
                             threads=args.threads, table=Path(args.table).as_posix(),
                             eps=args.eps, iterations=args.iterations,
                             slices=None if args.slices is None else [
                                 f"{a}-{b}" for a, b in args.slices],
                             attacks=list(SLICE_ATTACKS if args.slices is not None
-                                         else args.attacks))
+                                         else args.attacks),
+                            execution=execution.describe(), **extra)
+        journal.unlink(missing_ok=True)  # the table holds every row now
         return 0
 
-    return _cli.report_user_errors(ap.prog, run)
+    def locked() -> int:
+        try:
+            with exclusive_output(out):
+                return run()
+        except (OutputBusyError, RunnerError) as exc:
+            print(f"{ap.prog}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"interrupted: the jobs done are saved in {journal}; run the same command "
+                  "again to resume", file=sys.stderr)
+            return 130
+
+    return _cli.report_user_errors(ap.prog, locked)
 
 
 if __name__ == "__main__":
