@@ -19,6 +19,12 @@ BIM and DeepFool cell of the table on each of those slices of the test set inste
 (:func:`slices_of_table`): which test images the authors attacked is recorded only in their
 result files, and for most cells no file is in their repository.
 
+Each model and attack is one job of :mod:`lslib.runner`: ``--workers N`` runs N at a time on a
+local Ray, ``--address`` on a Ray cluster (the weights travel with the jobs: the workers need
+the data, not the model cache). Every job's rows are appended to ``<out>.journal.jsonl`` as it
+finishes; a killed run, started again with the same command, reads them back and runs only the
+others. The journal is removed once ``--out`` holds every row.
+
 The book's tables chapter reads what this writes::
 
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
@@ -27,6 +33,8 @@ The book's tables chapter reads what this writes::
         --iterations 10,20,30,50 --out results/mnist-linear-original-iterations.csv
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
         --slices authors --out results/mnist-linear-original-slices.csv
+    python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
+        --cache .cache/orig --workers 2 --out results/mnist-lenet-original-authors-start-bugs.csv
 """
 
 from __future__ import annotations

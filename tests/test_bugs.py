@@ -149,3 +149,65 @@ def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_wou
     meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
     assert meta["slices"] == ["0-9"] and meta["attacks"] == list(bugs.SLICE_ATTACKS)
     assert len(pd.read_csv(tmp_path / "s.csv")) == len(cells) * 2
+
+
+def test_a_killed_run_resumes_from_its_journal_and_gives_the_same_rows(tmp_path):
+    out = _table(tmp_path)
+    cache = tmp_path / "cache"
+    whole = bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"),
+                               log=lambda m: None)
+    journal = tmp_path / "b.journal.jsonl"
+    seen = []
+
+    def stop_at_the_third(message):
+        seen.append(message)
+        if len(seen) == 3:  # the third job is done, not yet journalled: it is lost
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"), journal=journal,
+                           log=stop_at_the_third)
+    assert len(journal.read_text().splitlines()) == 2  # 2 models x 2 attacks, 2 kept
+    resumed, ran = [], []
+    again = bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"), journal=journal,
+                               log=ran.append, resumed=resumed)
+    assert len(resumed) == 2 and len(ran) == 2  # read back 2, attacked the other 2
+    assert {"git_commit", "ran_on", "finished"} <= set(resumed[0])
+    pd.testing.assert_frame_equal(again, whole)
+    # other settings are other jobs: nothing is read back for them
+    other = []
+    bugs.bugs_of_table(out, cache=cache, attacks=("FGSM",), eps=(0.1,), journal=journal,
+                       log=lambda m: None, resumed=other)
+    assert other == []
+    # a damaged line is set aside, and its job is run again
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(["{not json", *lines]) + "\n")
+    resumed = []
+    bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"), journal=journal,
+                       log=lambda m: None, resumed=resumed)
+    assert len(resumed) == 4 and journal.with_name(journal.name + ".damaged").exists()
+
+
+def test_the_command_keeps_a_journal_while_it_runs_and_refuses_a_busy_output(tmp_path, capsys):
+    from lslib.experiments import exclusive_output
+
+    out = _table(tmp_path)
+    cache = str(tmp_path / "cache")
+    written = tmp_path / "l.csv"
+    journal = tmp_path / "l.csv.journal.jsonl"
+    argv = [str(out), "--cache", cache, "--attacks", "DeepFool", "--out", str(written)]
+    with exclusive_output(written):  # another run holds the output
+        assert bugs.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "being written by another run" in err and len(err.strip().splitlines()) == 1
+    assert not written.exists()
+    # a journal of an earlier run is read back, and removed once the table holds its rows
+    bugs.bugs_of_table(out, cache=cache, attacks=("DeepFool",), journal=journal,
+                       log=lambda m: None)
+    assert bugs.main(argv) == 0
+    meta = json.loads((tmp_path / "l.csv.meta.json").read_text())
+    assert meta["resumed_jobs"] == 2 and meta["execution"] == "embedded (one process)"
+    per_model = sum("DeepFool" in a for a in original.SWITCH_ATTACKS.values()) + 1  # + "all"
+    assert not journal.exists() and len(pd.read_csv(written)) == 2 * per_model
+    assert _exit_code([*argv, "--gpus-per-task", "1"]) == 2
+    assert "--gpus-per-task needs --workers" in capsys.readouterr().err

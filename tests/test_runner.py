@@ -284,6 +284,32 @@ def test_the_audit_on_ray_gives_the_embedded_rows(tmp_path, data_root, ray_addre
     assert len(read_journal(journal, ("key", "rows", "signs"))) == 2
 
 
+def test_the_bug_ladder_on_ray_gives_the_embedded_rows(tmp_path, ray_address):
+    """lslib.bugs: one job per model and attack; on a Ray cluster, the weights travel with the
+    jobs and the rows are the one-process run's, in the table's order."""
+    import torch
+
+    from lslib import bugs
+
+    table = tmp_path / "t.csv"
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("ALS",),
+                  alphas=(0.4,), baselines=("natural",), attacks=("FGSM", "DeepFool", "CW"),
+                  eps=(0.1,), quick=True, data_source="synthetic")
+    run_sweep(sweep, table, cache=tmp_path / "cache", progress=False, device="cpu")
+    kw = dict(cache=tmp_path / "cache", log=lambda m: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a Ray task's thread count
+    try:
+        here = bugs.bugs_of_table(table, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    journal = tmp_path / "ray.jsonl"
+    on_ray = bugs.bugs_of_table(table, **kw, execution=Execution(address=ray_address),
+                                journal=journal)
+    pd.testing.assert_frame_equal(on_ray, here)
+    assert len(journal.read_text().splitlines()) == 2 * 3  # models x attacks
+
+
 def test_the_audit_command_takes_the_runner_options(tmp_path):
     from lslib.audit import main
 
