@@ -295,8 +295,10 @@ def _run_kind(table: str | Path, kind: str, attacks: Sequence[str], params: dict
 
     def on_result(job: Any, result: list[dict[str, Any]], records: dict, ran_on: str) -> None:
         first = result[0] if result else {}
-        log(f"{first.get('setup')} {first.get('defence')} {first.get('alpha')} "
-            f"{job.kwargs['attack']}: done")
+        alpha = first.get("alpha")
+        log(f"{first.get('setup')} {first.get('defence')}"
+            + ("" if alpha is None or alpha != alpha else f" {alpha:g}")  # NaN: no alpha
+            + f" {job.kwargs['attack']}: done")
         if journal is not None:
             append_journal(Path(journal), {
                 "key": job.key, "rows": result,
