@@ -136,6 +136,12 @@ def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
         yield key, model_rows, _built(state, config), config, test, protocol
 
 
+def _on_model(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` on the model's device (a job's model is on the device its task runs on)."""
+    device = next(model.parameters()).device
+    return tuple(t.to(device) for t in tensors)
+
+
 def _ident(first: pd.Series, key: str) -> dict[str, Any]:
     return {"setup": first["setup"], "defence": first["defence"], "alpha": first["alpha"],
             "T": first["T"], "model_key": key}
@@ -151,7 +157,7 @@ def _ladder_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, prot
 
     first = cells.iloc[0]
     n = int(cells["n"].iloc[0])  # the row's images: the same slice as the table's
-    x, y = original.test_slice(test, n)
+    x, y = _on_model(model, *original.test_slice(test, n))
     kw = dict(alpha=config["alpha"], method=config["method"],
               temperature=config["temperature"], steps=original.protocol_steps(protocol))
     out = []
@@ -177,7 +183,7 @@ def _iteration_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, p
     first, n = cells.iloc[0], int(cells["n"].iloc[0])
     steps = original.protocol_steps(protocol)
     used = steps[knob]
-    x, y = original.test_slice(test, n)
+    x, y = _on_model(model, *original.test_slice(test, n))
     out = []
     for count in iterations:
         acc = original.attack_accuracy(model, x, y, attack,
@@ -205,7 +211,7 @@ def _slice_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, proto
     own = original.slice_bounds(len(test.y), int(cells["n"].iloc[0]))
     lo = min([own[0], *(a for a, _ in spans)])
     hi = max([own[1], *(b + 1 for _, b in spans)])
-    x, y = original.from_pixels(test.x[lo:hi]), test.y[lo:hi]
+    x, y = _on_model(model, original.from_pixels(test.x[lo:hi]), test.y[lo:hi])
     out = []
     for cell in cells.itertuples():
         e = float(cell.eps) if attack in ("FGSM", "BIM") else 0.0
@@ -274,12 +280,16 @@ def _run_kind(table: str | Path, kind: str, attacks: Sequence[str], params: dict
         done = {e["key"]: e for e in recover_journal(Path(journal), _entry_problem, log)}
     plan, jobs = [], []
     for key, model_rows, state, config in _model_entries(rows, cache):
+        # the weights themselves: a model trained again under the same key is another model
+        weights = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                          for t in state.values())).hexdigest()[:16]
         for attack in attacks:
             cells = model_rows[model_rows["attack"] == attack]
             if cells.empty:
                 continue
             job_key = hashlib.sha256(json.dumps(
-                {"kind": kind, "model": key, "attack": attack, "params": params,
+                {"kind": kind, "model": key, "weights": weights, "attack": attack,
+                 "params": params,
                  "cells": cells[["attack", "eps", "n", "accuracy"]].to_json(orient="records"),
                  "version": _JOB_VERSION},
                 sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -186,6 +186,16 @@ def test_a_killed_run_resumes_from_its_journal_and_gives_the_same_rows(tmp_path)
     bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"), journal=journal,
                        log=lambda m: None, resumed=resumed)
     assert len(resumed) == 4 and journal.with_name(journal.name + ".damaged").exists()
+    # a model trained again under the same key is another model: its jobs are not read back,
+    # they run, and the table's cells refuse it
+    from lslib._files import read_cache_entry
+
+    path = next(cache.glob("*.pt"))
+    state, record = read_cache_entry(path)
+    torch.save({"state_dict": {k: v * 0.5 for k, v in state.items()}, "record": record}, path)
+    with pytest.raises(RuntimeError, match="not the one"):
+        bugs.bugs_of_table(out, cache=cache, attacks=("FGSM", "DeepFool"), journal=journal,
+                           log=lambda m: None)
 
 
 def test_the_command_keeps_a_journal_while_it_runs_and_refuses_a_busy_output(tmp_path, capsys):
