@@ -53,7 +53,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["AUTHORS_SLICES", "bugs_of_table", "iterations_of_table", "slices_of_table"]
+__all__ = ["AUTHORS_SLICES", "bugs_of_table", "iterations_of_table", "ladder_moves",
+           "slices_of_table"]
 
 ATTACKS = ("FGSM", "BIM", "DeepFool", "CW")
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
@@ -124,16 +125,6 @@ def _split_and_protocol(first: pd.Series, data_root: str | None) -> tuple[Any, A
     test = sweep_test_split(first["setup"], first["data_source"], data_root, int(first["seed"]))
     protocol = PROTOCOLS["original"]
     return test, protocol.quick() if str(first["quick"]) == "True" else protocol
-
-
-def _models(rows: pd.DataFrame, cache: str | Path | None, data_root: str | None
-            ) -> Iterator[tuple[str, pd.DataFrame, torch.nn.Module, dict[str, Any], Any, Any]]:
-    """Per model of ``rows``: its key, its rows, the model (eval mode, from the cache), its
-    training config, the test split its rows attacked and the original protocol as they ran it
-    (quick or not)."""
-    for key, model_rows, state, config in _model_entries(rows, cache):
-        test, protocol = _split_and_protocol(model_rows.iloc[0], data_root)
-        yield key, model_rows, _built(state, config), config, test, protocol
 
 
 def _on_model(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -258,11 +249,11 @@ def _entry_problem(entry: Any) -> str | None:
     return None
 
 
-def _run_kind(table: str | Path, kind: str, attacks: Sequence[str], params: dict[str, Any], *,
+def _run_kind(rows: pd.DataFrame, kind: str, attacks: Sequence[str], params: dict[str, Any], *,
               cache: str | Path | None, data_root: str | None, log: Callable[[str], Any],
               execution: Any = None, journal: str | Path | None = None,
               resumed: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Every model and attack of ``attacks`` of the original-protocol rows of ``table``, one
+    """Every model and attack of ``attacks`` of the original-protocol ``rows``, one
     :mod:`lslib.runner` job each (embedded, on a local Ray or on a Ray cluster, as
     ``execution`` says), computed by ``_KINDS[kind]`` with ``params``; the rows in the table's
     order of models and in the order of ``attacks``, whatever order the jobs finish in.
@@ -274,7 +265,6 @@ def _run_kind(table: str | Path, kind: str, attacks: Sequence[str], params: dict
     from lslib.experiments import append_journal, cache_dir, provenance, recover_journal
     from lslib.runner import Job, run_jobs
 
-    rows = _original_rows(table)
     done: dict[str, dict] = {}
     if journal is not None:
         done = {e["key"]: e for e in recover_journal(Path(journal), _entry_problem, log)}
@@ -333,7 +323,7 @@ def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
     record. On the rows' test images; the count the table used must give the table's cell,
     which is checked. One row per model, attack and count. One job per model and attack
     (``execution``, ``journal``, ``resumed``: as for :func:`bugs_of_table`)."""
-    return pd.DataFrame(_run_kind(table, "iterations", ("DeepFool", "CW"),
+    return pd.DataFrame(_run_kind(_original_rows(table), "iterations", ("DeepFool", "CW"),
                                   {"iterations": [int(c) for c in iterations]}, cache=cache,
                                   data_root=data_root, log=log, execution=execution,
                                   journal=journal, resumed=resumed))
@@ -362,10 +352,28 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     bad = [e for e in eps if not 0 <= e <= 1]
     if bad:
         raise ValueError(f"eps must be budgets in [0, 1], got {list(eps)}")
-    found = _run_kind(table, "ladder", [a for a in ATTACKS if a in attacks],
+    found = _run_kind(rows, "ladder", [a for a in ATTACKS if a in attacks],
                       {"eps": [float(e) for e in eps]}, cache=cache, data_root=data_root,
                       log=log, execution=execution, journal=journal, resumed=resumed)
     return pd.DataFrame(found, columns=COLUMNS)
+
+
+def ladder_moves(first: pd.DataFrame, again: pd.DataFrame) -> pd.DataFrame:
+    """How far a second ladder of the same models (``again``, rows of :func:`bugs_of_table`,
+    e.g. after the models were trained again) moves from ``first``: per model of ``again``,
+    its entries matched to ``first``'s on model key, budget, switch and attack (``entries``;
+    one each, or ValueError), whether its cells with every bug differ (``differ``: the model
+    came out different), the largest move of those cells (``with_bug``) and of the entries,
+    without the bug minus with it (``change``)."""
+    pair = again.merge(first[["model_key", "eps", "switch", "attack", "with_bug", "change"]],
+                       on=["model_key", "eps", "switch", "attack"], suffixes=("", "_first"),
+                       validate="1:1")
+    pair = pair.assign(cell=(pair["with_bug"] - pair["with_bug_first"]).abs(),
+                       moved=(pair["change"] - pair["change_first"]).abs())
+    return (pair.groupby(["setup", "defence", "alpha", "model_key"], sort=False, dropna=False)
+            .agg(entries=("moved", "size"), differ=("cell", lambda v: bool(v.gt(1e-12).any())),
+                 with_bug=("cell", "max"), change=("moved", "max"))
+            .reset_index())
 
 
 #: the slices of the MNIST test set that the authors' runner attacked, by commit (first and last
@@ -396,13 +404,13 @@ def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHO
         raise ValueError(f"slices must be first-last image ranges with 0 <= first <= last, "
                          f"got {bad or 'none'}")
     rows = _original_rows(table)
+    last = max(b for _, b in spans)
     for _, first in rows.drop_duplicates(["setup", "data_source", "seed"]).iterrows():
         test, _ = _split_and_protocol(first, data_root)
-        last = max(b for _, b in spans)
         if last >= len(test.y):
             raise ValueError(f"slices reach image {last}, the test set has "
                              f"{len(test.y)} images")
-    return pd.DataFrame(_run_kind(table, "slices", SLICE_ATTACKS,
+    return pd.DataFrame(_run_kind(rows, "slices", SLICE_ATTACKS,
                                   {"slices": [list(s) for s in spans]}, cache=cache,
                                   data_root=data_root, log=log, execution=execution,
                                   journal=journal, resumed=resumed))

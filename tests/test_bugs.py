@@ -119,8 +119,9 @@ def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_wou
     from lslib.experiments import SETUPS
 
     scale = SETUPS["mnist-linear"].eps_scale
-    for key, _rows, model, config, test, protocol in bugs._models(
-            bugs._original_rows(out), cache, None):
+    for key, model_rows, state, config in bugs._model_entries(bugs._original_rows(out), cache):
+        model = bugs._built(state, config)
+        test, protocol = bugs._split_and_protocol(model_rows.iloc[0], None)
         for attack, eps in (("FGSM", 0.3), ("DeepFool", None)):
             for a, b in spans:
                 torch.manual_seed(0)
@@ -221,3 +222,26 @@ def test_the_command_keeps_a_journal_while_it_runs_and_refuses_a_busy_output(tmp
     assert not journal.exists() and len(pd.read_csv(written)) == 2 * per_model
     assert _exit_code([*argv, "--gpus-per-task", "1"]) == 2
     assert "--gpus-per-task needs --workers" in capsys.readouterr().err
+
+
+def test_ladder_moves_per_model_from_hand_made_ladders():
+    def ladder(key, defence, cells):  # (eps, switch, attack, with_bug, change)
+        return pd.DataFrame([dict(setup="s", defence=defence, alpha=0.4, T=None, model_key=key,
+                                  n=10, eps=e, switch=sw, attack=a, with_bug=w,
+                                  without=w + c, change=c) for e, sw, a, w, c in cells])
+
+    nan = float("nan")
+    first = pd.concat([ladder("a", "ALS", [(0.1, "x", "FGSM", 0.5, 0.1),
+                                           (nan, "y", "DeepFool", 0.2, 0.3)]),
+                       ladder("b", "SLS", [(0.1, "x", "FGSM", 0.6, -0.2)])])
+    again = pd.concat([ladder("a", "ALS", [(0.1, "x", "FGSM", 0.5, 0.125),
+                                           (nan, "y", "DeepFool", 0.2, 0.25)]),
+                       ladder("b", "SLS", [(0.1, "x", "FGSM", 0.75, -0.25)])])
+    got = bugs.ladder_moves(first, again).set_index("model_key")
+    assert list(got.index) == ["a", "b"] and list(got["entries"]) == [2, 1]
+    assert list(got["differ"]) == [False, True]  # a's cells with every bug are the same
+    assert got.loc["a", "with_bug"] == 0 and got.loc["b", "with_bug"] == pytest.approx(0.15)
+    assert got.loc["a", "change"] == pytest.approx(0.05)  # the DeepFool entry (eps NaN)
+    assert got.loc["b", "change"] == pytest.approx(0.05)
+    with pytest.raises(pd.errors.MergeError):  # an entry twice in the first ladder
+        bugs.ladder_moves(pd.concat([first, first]), again)
