@@ -19,6 +19,11 @@ BIM and DeepFool cell of the table on each of those slices of the test set inste
 (:func:`slices_of_table`): which test images the authors attacked is recorded only in their
 result files, and for most cells no file is in their repository.
 
+With ``--versions tables,cw-2019-03`` it writes each attack's accuracy under each named version
+of the original code (:data:`lslib.original.VERSIONS`) instead, with the clean accuracy of the
+same points (:func:`versions_of_table`): the version ``tables`` must give the table's cell,
+which is checked; the others are the code of other commits (``cw-2019-03``: the March 2019 CW).
+
 Each model and attack is one job of :mod:`lslib.runner`: ``--workers N`` runs N at a time on a
 local Ray, ``--address`` on a Ray cluster (the weights travel with the jobs: the workers need
 the data, not the model cache). Every job's rows are appended to ``<out>.journal.jsonl`` as it
@@ -35,6 +40,9 @@ The book's tables chapter reads what this writes::
         --slices authors --out results/mnist-linear-original-slices.csv
     python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
         --cache .cache/orig --workers 2 --out results/mnist-lenet-original-authors-start-bugs.csv
+    python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
+        --cache .cache/orig --attacks CW --versions tables,cw-2019-03 --workers 2 \\
+        --out results/mnist-lenet-original-authors-start-versions.csv
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ import pandas as pd
 import torch
 
 __all__ = ["AUTHORS_SLICES", "bugs_of_table", "iterations_of_table", "ladder_moves",
-           "slices_of_table"]
+           "slices_of_table", "versions_of_table"]
 
 ATTACKS = ("FGSM", "BIM", "DeepFool", "CW")
 COLUMNS = ["setup", "defence", "alpha", "T", "model_key", "n", "eps", "switch", "attack",
@@ -125,6 +133,13 @@ def _split_and_protocol(first: pd.Series, data_root: str | None) -> tuple[Any, A
     test = sweep_test_split(first["setup"], first["data_source"], data_root, int(first["seed"]))
     protocol = PROTOCOLS["original"]
     return test, protocol.quick() if str(first["quick"]) == "True" else protocol
+
+
+def _weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A digest of the weights themselves: a model trained again under the same key is another
+    model."""
+    return hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                   for t in state.values())).hexdigest()[:16]
 
 
 def _on_model(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -220,8 +235,40 @@ def _slice_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, proto
     return out
 
 
+def _version_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, protocol: Any,
+                  cells: pd.DataFrame, key: str, attack: str, *, versions: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+    """One model and attack (at each of the table's budgets for FGSM and BIM) under each named
+    version of :data:`lslib.original.VERSIONS`, with the clean accuracy of the same points; the
+    version ``tables`` must give the table's cell."""
+    from lslib import original
+    from lslib.experiments import SETUPS
+
+    first = cells.iloc[0]
+    n = int(cells["n"].iloc[0])
+    x, y = _on_model(model, *original.test_slice(test, n))
+    kw = dict(alpha=config["alpha"], method=config["method"],
+              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    weights = _weights_digest(model.state_dict())
+    out = []
+    for cell in cells.itertuples():
+        e = float(cell.eps) if attack in ("FGSM", "BIM") else math.nan
+        for version in versions:
+            torch.manual_seed(0)
+            got = original.attack_accuracy(model, x, y, attack, switches=original.VERSIONS[version],
+                                           eps=0.0 if math.isnan(e) else
+                                           e * SETUPS[first["setup"]].eps_scale, **kw)
+            if version == "tables":
+                _check_cell(first, attack, got.accuracy, float(cell.accuracy))
+            out.append({**_ident(first, key), "weights": weights, "n": n, "eps": e,
+                        "attack": attack, "version": version, "accuracy": got.accuracy,
+                        "clean": got.clean_accuracy})
+    return out
+
+
 _KINDS: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "ladder": _ladder_rows, "iterations": _iteration_rows, "slices": _slice_rows}
+    "ladder": _ladder_rows, "iterations": _iteration_rows, "slices": _slice_rows,
+    "versions": _version_rows}
 
 #: Bump when a change here changes what a job computes (journal entries of other versions are
 #: computed again).
@@ -270,9 +317,7 @@ def _run_kind(rows: pd.DataFrame, kind: str, attacks: Sequence[str], params: dic
         done = {e["key"]: e for e in recover_journal(Path(journal), _entry_problem, log)}
     plan, jobs = [], []
     for key, model_rows, state, config in _model_entries(rows, cache):
-        # the weights themselves: a model trained again under the same key is another model
-        weights = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
-                                          for t in state.values())).hexdigest()[:16]
+        weights = _weights_digest(state)
         for attack in attacks:
             cells = model_rows[model_rows["attack"] == attack]
             if cells.empty:
@@ -416,6 +461,32 @@ def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHO
                                   journal=journal, resumed=resumed))
 
 
+def versions_of_table(table: str | Path, versions: Sequence[str], *,
+                      attacks: Sequence[str] = ("CW",), cache: str | Path | None = None,
+                      data_root: str | None = None, log: Callable[[str], Any] = print,
+                      execution: Any = None, journal: str | Path | None = None,
+                      resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Each attack of ``attacks`` on every model of the original-protocol ``table``, on the
+    rows' test images and at the table's budgets, under each version of ``versions`` (names of
+    :data:`lslib.original.VERSIONS`: the code of another commit of the authors' repository), with
+    ``clean``, the clean accuracy of the same points (the original counts a point robust only if
+    it is right before the attack, so an attack that never moves a point keeps exactly this).
+    The version ``tables`` must give the table's cell, which is checked. ``weights`` is a digest
+    of the weights attacked. One row per model, attack, budget and version. One job per model
+    and attack (``execution``, ``journal``, ``resumed``: as for :func:`bugs_of_table`)."""
+    from lslib import original
+
+    names = list(dict.fromkeys(versions))
+    bad = [v for v in names if v not in original.VERSIONS]
+    if not names or bad:
+        raise ValueError(f"versions must be names of lslib.original.VERSIONS "
+                         f"({', '.join(original.VERSIONS)}), got {list(versions)}")
+    return pd.DataFrame(_run_kind(_original_rows(table), "versions",
+                                  [a for a in ATTACKS if a in attacks], {"versions": names},
+                                  cache=cache, data_root=data_root, log=log,
+                                  execution=execution, journal=journal, resumed=resumed))
+
+
 def _spans(text: str) -> tuple[tuple[int, int], ...]:
     """Comma-separated FIRST-LAST image ranges, 0 <= FIRST <= LAST, or "authors" for
     :data:`AUTHORS_SLICES` (argparse type)."""
@@ -440,6 +511,13 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def _original_versions() -> tuple[str, ...]:
+    """The names of :data:`lslib.original.VERSIONS` (for ``--versions``)."""
+    from lslib import original
+
+    return tuple(original.VERSIONS)
+
+
 def main(argv: list[str] | None = None) -> int:
     from lslib import _cli
     from lslib.experiments import OutputBusyError, exclusive_output
@@ -462,13 +540,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of the ladder: every clean, FGSM, BIM and DeepFool cell on "
                          "each of these test-image ranges, e.g. 1000-9999,1001-2000 ('authors': "
                          "the slices the authors' runner used)")
+    ap.add_argument("--versions", type=_cli.name_list(_original_versions()), default=None,
+                    metavar="NAMES",
+                    help="instead of the ladder: the attacks of --attacks under each of these "
+                         "versions of the original code, comma-separated (of: "
+                         f"{', '.join(_original_versions())})")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1,
                     help="torch threads per job (default 1)")
     add_execution_arguments(ap)
     args = ap.parse_args(argv)
-    if args.iterations is not None and args.slices is not None:
-        ap.error("give --iterations or --slices, not both")
+    if sum(v is not None for v in (args.iterations, args.slices, args.versions)) > 1:
+        ap.error("give at most one of --iterations, --slices and --versions")
     try:
         execution = execution_from_args(args)
     except ValueError as exc:
@@ -483,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed)
         if args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, **kw)
+        elif args.versions is not None:
+            found = versions_of_table(args.table, args.versions, attacks=args.attacks, **kw)
         elif args.slices is not None:
             try:
                 found = slices_of_table(args.table, args.slices, **kw)
@@ -496,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
                             threads=args.threads, table=Path(args.table).as_posix(),
                             eps=args.eps, iterations=args.iterations,
+                            versions=None if args.versions is None else list(args.versions),
                             slices=None if args.slices is None else [
                                 f"{a}-{b}" for a, b in args.slices],
                             attacks=list(SLICE_ATTACKS if args.slices is not None

@@ -245,3 +245,50 @@ def test_ladder_moves_per_model_from_hand_made_ladders():
     assert got.loc["b", "change"] == pytest.approx(0.05)
     with pytest.raises(pd.errors.MergeError):  # an entry twice in the first ladder
         bugs.ladder_moves(pd.concat([first, first]), again)
+
+
+def test_versions_run_each_named_version_of_the_original_code_on_the_tables_models(
+        tmp_path, capsys):
+    out = _table(tmp_path)
+    cache = tmp_path / "cache"
+    table = pd.read_csv(out)
+    got = bugs.versions_of_table(out, ["tables", "cw-2019-03", "fixed"],
+                                 attacks=("FGSM", "DeepFool", "CW"), cache=cache,
+                                 log=lambda m: None)
+    # models x (2 FGSM budgets + DeepFool + CW) x versions
+    assert len(got) == 2 * 4 * 3 and set(got["version"]) == {"tables", "cw-2019-03", "fixed"}
+    cell = table.set_index(["defence", "attack", "eps"])["accuracy"]
+    for r in got[got["version"] == "tables"].itertuples():  # the table's own cells
+        assert r.accuracy == cell.loc[(r.defence, r.attack, r.eps)]
+    v = got.assign(eps=got["eps"].fillna(-1)).pivot(index=["defence", "attack", "eps"],
+                                                    columns="version", values="accuracy")
+    # the March 2019 version changes CW alone; FGSM and DeepFool are those of the tables
+    not_cw = v.index.get_level_values("attack") != "CW"
+    assert (v.loc[not_cw, "cw-2019-03"] == v.loc[not_cw, "tables"]).all()
+    # ... and its CW never moves a point: it keeps exactly the clean accuracy of its points
+    march = got[(got["version"] == "cw-2019-03") & (got["attack"] == "CW")]
+    assert len(march) == 2 and (march["accuracy"] == march["clean"]).all()
+    # "fixed" is the ladder's "all" rung (every bug off), computed by the ladder's own code
+    ladder = bugs.bugs_of_table(out, cache=cache, attacks=("DeepFool",), log=lambda m: None)
+    every_off = ladder[ladder["switch"] == "all"].set_index("defence")["without"]
+    fixed = got[(got["version"] == "fixed") & (got["attack"] == "DeepFool")]
+    assert (fixed.set_index("defence")["accuracy"] == every_off).all()
+    assert (fixed["accuracy"].to_numpy() != v.xs("DeepFool", level="attack")["tables"]
+            .to_numpy()).any()  # the bugs matter on these models
+    assert got["weights"].nunique() == 2
+    with pytest.raises(ValueError, match="cw-2019-03"):
+        bugs.versions_of_table(out, ["cw-2020"], cache=cache, log=lambda m: None)
+    # the command: its rows and provenance; bad names and two modes at once refused
+    written = tmp_path / "v.csv"
+    assert bugs.main([str(out), "--cache", str(cache), "--attacks", "CW", "--versions",
+                      "tables,cw-2019-03", "--out", str(written)]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_csv(written), got[got["attack"] == "CW"].query("version != 'fixed'")
+        .reset_index(drop=True), check_dtype=False)
+    meta = json.loads(written.with_name("v.csv.meta.json").read_text())
+    assert meta["versions"] == ["tables", "cw-2019-03"] and meta["attacks"] == ["CW"]
+    for argv, says in [(["--versions", "cw-2020"], "--versions"),
+                       (["--versions", "tables", "--slices", "authors"], "at most one of")]:
+        assert _exit_code([str(out), *argv, "--out", str(tmp_path / "x.csv")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
