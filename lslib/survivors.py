@@ -16,6 +16,14 @@ each point it leaves, at DeepFool's last iterate (:func:`examine`):
 - ``units_at_input``: the same at the clean test image. Where it is above 0 and ``active_units``
   is 0, DeepFool's own steps carried the point into the flat region.
 
+and whether the point can be moved at all (:func:`moved_by`):
+
+- ``cw_l2``: the L2 norm of the strong protocol's CW perturbation of the clean image (NaN where
+  CW does not move it either);
+- ``line_l2``: the L2 norm of the nearest point the model puts in another class found on the
+  straight lines from the clean image to the nearest of the row's other test images that the
+  model puts in another class (:func:`line_search`, predictions only, no gradient).
+
 The book's tables chapter reads what this writes::
 
     python -m lslib.survivors results/mnist-lenet.csv --cache .cache/repro \\
@@ -33,7 +41,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-__all__ = ["examine", "last_relu_units", "summarise", "survivors_of_table"]
+__all__ = ["examine", "last_relu_units", "line_search", "moved_by", "summarise",
+           "survivors_of_table"]
 
 
 def last_relu_units(model: nn.Module, x: Tensor) -> Tensor:
@@ -64,6 +73,51 @@ def examine(model: nn.Module, x: Tensor, y: Tensor) -> pd.DataFrame:
     return pd.DataFrame({"label": y.tolist(), "margin": (others - true).tolist(),
                          "grad_norm": grad.flatten(1).norm(dim=1).tolist(),
                          "active_units": last_relu_units(model, x.detach()).tolist()})
+
+
+def line_search(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, *, nearest: int = 20,
+                steps: int = 25) -> Tensor:
+    """Per point of ``x`` (true labels ``y``), the L2 norm of the nearest point that ``model``
+    puts in a class other than ``y`` found on the straight lines from it to the ``nearest``
+    images of ``pool`` closest to it (in L2) that the model puts in another class: on each line
+    a bisection of ``steps`` halvings keeps a point of another class (the far end is one), so
+    every norm returned is that of a point the model misclassifies. It uses the model's
+    predictions only: a flat region, where the gradient is zero, does not stop it. ``inf``
+    where no image of ``pool`` is in another class."""
+    if x.shape[1:] != pool.shape[1:]:
+        raise ValueError(f"pool images have shape {tuple(pool.shape[1:])}, x "
+                         f"{tuple(x.shape[1:])}: give images of the same shape")
+    with torch.no_grad():
+        pool_pred = model(pool).argmax(1)
+        best = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
+        for i in range(x.shape[0]):
+            ends = pool[pool_pred != y[i]]
+            if ends.shape[0] == 0:
+                continue
+            dist = (ends - x[i]).flatten(1).norm(dim=1)
+            ends = ends[dist.argsort()[:nearest]]
+            lo = torch.zeros(ends.shape[0], dtype=x.dtype, device=x.device)
+            hi = torch.ones_like(lo)
+            for _ in range(steps):  # invariant: the point at hi is in another class
+                mid = (lo + hi) / 2
+                blend = x[i] + mid.view(-1, *[1] * (x.dim() - 1)) * (ends - x[i])
+                other = model(blend).argmax(1) != y[i]
+                hi, lo = torch.where(other, mid, hi), torch.where(other, lo, mid)
+            found = x[i] + hi.view(-1, *[1] * (x.dim() - 1)) * (ends - x[i])
+            best[i] = float((found - x[i]).flatten(1).norm(dim=1).min())
+    return best
+
+
+def moved_by(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, cw: dict) -> pd.DataFrame:
+    """Whether the points ``x`` (labels ``y``) can be moved: ``cw_l2``, the L2 norm of the
+    perturbation :func:`lslib.attacks.carlini_wagner_l2` with the settings ``cw`` finds (NaN
+    where it finds none), and ``line_l2`` from :func:`line_search` towards ``pool``."""
+    from lslib import attacks
+
+    res = attacks.carlini_wagner_l2(model, x, y, **cw)
+    cw_l2 = torch.where(res.success, res.norms, torch.full_like(res.norms, float("nan")))
+    return pd.DataFrame({"cw_l2": cw_l2.tolist(),
+                         "line_l2": line_search(model, x, y, pool).tolist()})
 
 
 def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
@@ -102,11 +156,13 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         log(f"{row.setup} {row.defence} {row.alpha}: {left.numel()} point(s) left")
         df = examine(model, res.adversarial[left], y[left])
         df["units_at_input"] = last_relu_units(model, x[left]).tolist()
+        df = pd.concat([df, moved_by(model, x[left], y[left], x, PROTOCOLS["strong"].cw)],
+                       axis=1)
         found.append(df.assign(setup=row.setup, defence=row.defence, alpha=row.alpha,
                                model_key=row.model_key, index=left.tolist(),
                                n=int(row.n), accuracy=float(row.accuracy)))
     columns = ["setup", "defence", "alpha", "model_key", "n", "accuracy", "index", "label",
-               "margin", "grad_norm", "active_units", "units_at_input"]
+               "margin", "grad_norm", "active_units", "units_at_input", "cw_l2", "line_l2"]
     return pd.concat(found)[columns] if found else pd.DataFrame(columns=columns)
 
 
@@ -114,7 +170,8 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
     """Per model: the points left, how many sit in a flat region (gradient exactly 0) and how
     many with no unit of the last ReLU on, of those how many had units on at the clean image
     (where the table has ``units_at_input``), the largest distance from a tie (``|margin|``, in
-    logits) and the labels of the points."""
+    logits), the labels of the points, and (where the table has ``cw_l2`` and ``line_l2``) how
+    many CW moves and how many a line search moves, with the largest L2 norm it needs."""
     def per_model(g: pd.DataFrame) -> pd.Series:
         off = g["active_units"] == 0
         out = {"accuracy": g["accuracy"].iloc[0], "points left": len(g),
@@ -122,8 +179,13 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
                "no unit on": int(off.sum())}
         if "units_at_input" in g:
             out["of which on at the input"] = int((off & (g["units_at_input"] > 0)).sum())
-        return pd.Series({**out, "largest |margin|": float(g["margin"].abs().max()),
-                          "labels": " ".join(str(v) for v in sorted(set(g["label"])))})
+        out = {**out, "largest |margin|": float(g["margin"].abs().max()),
+               "labels": " ".join(str(v) for v in sorted(set(g["label"])))}
+        if "cw_l2" in g and "line_l2" in g:
+            out["CW moves"] = int(g["cw_l2"].notna().sum())
+            out["a line moves"] = int(g["line_l2"].lt(float("inf")).sum())
+            out["largest line L2"] = float(g["line_l2"].max())
+        return pd.Series(out)
 
     keys = ["setup", "defence", "alpha"]
     return survivors.groupby(keys, sort=False)[list(survivors.columns)].apply(per_model)

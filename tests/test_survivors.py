@@ -81,3 +81,46 @@ def test_the_summary_counts_the_points_deepfool_carried_into_the_flat_region():
     # a table written before the column existed is summarised without it
     assert "of which on at the input" not in survivors.summarise(
         left.drop(columns="units_at_input")).columns
+    # what moves them: CW (NaN where it does not) and a line search (inf where nothing is found)
+    moved = survivors.summarise(left.assign(cw_l2=[1.5, float("nan"), 2.0, float("nan")],
+                                            line_l2=[3.0, 4.5, float("inf"), 2.5])).iloc[0]
+    assert (moved["CW moves"], moved["a line moves"]) == (2, 3)
+    assert moved["largest line L2"] == float("inf")
+    assert "CW moves" not in survivors.summarise(left).columns
+
+
+def test_line_search_finds_the_boundary_of_a_linear_classifier_on_its_lines():
+    # logits (x0, x1): class 0 where x0 > x1. From (0.8, 0.2) the line to (0.2, 0.8) meets the
+    # diagonal at (0.5, 0.5), at the distance of the boundary itself, 0.6 / sqrt(2); the line
+    # to (0.3, 0.9) meets it at (0.55, 0.55), further. Bisection keeps the far side, so the
+    # norm is never below the true one.
+    net = nn.Linear(2, 2, bias=False).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+    x = torch.tensor([[0.8, 0.2]], dtype=torch.float64)
+    pool = torch.tensor([[0.3, 0.9], [0.2, 0.8], [0.9, 0.0]], dtype=torch.float64)
+    got = survivors.line_search(net, x, torch.tensor([0]), pool)
+    assert 0.6 / 2 ** 0.5 <= float(got[0]) <= 0.6 / 2 ** 0.5 + 1e-6
+    # nearest=1: the line to the nearest image alone, (0.2, 0.8) at 0.85 (against 0.86)
+    one = survivors.line_search(net, x, torch.tensor([0]), pool, nearest=1)
+    assert float(one[0]) == pytest.approx(float(got[0]), abs=1e-6)
+    far = survivors.line_search(net, x, torch.tensor([0]), pool[[0]])
+    assert float(far[0]) == pytest.approx(0.5 * 0.74 ** 0.5, abs=1e-6)
+    # no image of the pool in another class: nothing found
+    assert survivors.line_search(net, x, torch.tensor([0]), pool[[2]])[0] == float("inf")
+    with pytest.raises(ValueError, match="same shape"):
+        survivors.line_search(net, x, torch.tensor([0]), torch.zeros(2, 3))
+
+
+def test_a_flat_point_deepfool_and_cw_cannot_move_is_moved_on_a_line():
+    from lslib import attacks
+
+    # units on only where x_i > 0.5; at (0.2, 0.2) the logits are the biases, class 0 by a tie
+    net = relu_net(-0.5, [0.3, 0.3, 0.1])
+    x, y = torch.tensor([[0.2, 0.2]], dtype=torch.float64), torch.tensor([0])
+    assert not bool(attacks.deepfool(net, x, y).success[0])  # its gradient is zero
+    pool = torch.tensor([[0.2, 0.9]], dtype=torch.float64)  # unit 2 on: class 1
+    got = survivors.moved_by(net, x, y, pool, dict(binary_search_steps=2, steps=20, lr=0.1,
+                                                   initial_const=1.0, start="deepfool"))
+    assert got["cw_l2"].isna().all()  # no gradient for CW either
+    assert 0.3 <= got["line_l2"].iloc[0] <= 0.3 + 1e-6  # the unit's edge, x1 = 0.5
