@@ -138,7 +138,7 @@ def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_wou
     # bad slices: one line and exit 2, nothing written
     o = ["--out", str(tmp_path / "s.csv"), "--cache", str(cache)]
     for argv, says in [([str(out), "--slices", "9-3", *o], "--slices"),
-                       ([str(out), "--slices", "0-9", "--iterations", "1", *o], "not both"),
+                       ([str(out), "--slices", "0-9", "--iterations", "1", *o], "at most one of"),
                        ([str(out), "--slices", "0-99999", *o], "the test set has")]:
         assert _exit_code(argv) == 2
         err = capsys.readouterr().err
