@@ -43,6 +43,8 @@ The book's tables chapter reads what this writes::
     python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
         --cache .cache/orig --attacks CW --versions tables,cw-2019-03 --workers 2 \\
         --out results/mnist-lenet-original-authors-start-versions.csv
+    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig --attacks CW \\
+        --versions cw-2019-03 --workers 2 --out results/mnist-linear-original-versions.csv
 """
 
 from __future__ import annotations
