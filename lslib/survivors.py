@@ -22,7 +22,9 @@ and whether the point can be moved at all (:func:`moved_by`):
   CW does not move it either);
 - ``line_l2``: the L2 norm of the nearest point the model puts in another class found on the
   straight lines from the clean image to the nearest of the row's other test images that the
-  model puts in another class (:func:`line_search`, predictions only, no gradient).
+  model puts in another class (:func:`line_search`, predictions only, no gradient);
+- ``df_steps_l2``, ``df_overshoot_l2``: the same for the strong DeepFool run further, with four
+  times its iterations and with an overshoot of 1 (:func:`deepfool_variants`).
 
 The book's tables chapter reads what this writes::
 
@@ -41,8 +43,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-__all__ = ["examine", "last_relu_units", "line_search", "moved_by", "summarise",
-           "survivors_of_table"]
+__all__ = ["deepfool_variants", "examine", "last_relu_units", "line_search", "moved_by",
+           "summarise", "survivors_of_table"]
 
 
 def last_relu_units(model: nn.Module, x: Tensor) -> Tensor:
@@ -108,16 +110,32 @@ def line_search(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, *, nearest
     return best
 
 
-def moved_by(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, cw: dict) -> pd.DataFrame:
+def moved_by(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, cw: dict,
+             deepfool: dict[str, dict] | None = None) -> pd.DataFrame:
     """Whether the points ``x`` (labels ``y``) can be moved: ``cw_l2``, the L2 norm of the
     perturbation :func:`lslib.attacks.carlini_wagner_l2` with the settings ``cw`` finds (NaN
-    where it finds none), and ``line_l2`` from :func:`line_search` towards ``pool``."""
+    where it finds none), ``line_l2`` from :func:`line_search` towards ``pool``, and for each
+    ``name: settings`` of ``deepfool``, ``{name}_l2``: the same for :func:`lslib.attacks.deepfool`
+    with those settings (e.g. more iterations)."""
     from lslib import attacks
 
-    res = attacks.carlini_wagner_l2(model, x, y, **cw)
-    cw_l2 = torch.where(res.success, res.norms, torch.full_like(res.norms, float("nan")))
-    return pd.DataFrame({"cw_l2": cw_l2.tolist(),
-                         "line_l2": line_search(model, x, y, pool).tolist()})
+    def l2(res: attacks.AttackResult) -> list[float]:
+        return torch.where(res.success, res.norms,
+                           torch.full_like(res.norms, float("nan"))).tolist()
+
+    out = {"cw_l2": l2(attacks.carlini_wagner_l2(model, x, y, **cw)),
+           "line_l2": line_search(model, x, y, pool).tolist()}
+    for name, settings in (deepfool or {}).items():
+        out[f"{name}_l2"] = l2(attacks.deepfool(model, x, y, **settings))
+    return pd.DataFrame(out)
+
+
+def deepfool_variants(strong: dict) -> dict[str, dict]:
+    """The strong protocol's DeepFool (settings ``strong``) run further, for :func:`moved_by`:
+    ``df_steps`` with four times the iterations, ``df_overshoot`` with an overshoot of 1 (each
+    step goes twice as far as the linearised boundary)."""
+    return {"df_steps": {**strong, "steps": 4 * int(strong["steps"])},
+            "df_overshoot": {**strong, "overshoot": 1.0}}
 
 
 def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
@@ -156,13 +174,14 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         log(f"{row.setup} {row.defence} {row.alpha}: {left.numel()} point(s) left")
         df = examine(model, res.adversarial[left], y[left])
         df["units_at_input"] = last_relu_units(model, x[left]).tolist()
-        df = pd.concat([df, moved_by(model, x[left], y[left], x, PROTOCOLS["strong"].cw)],
-                       axis=1)
+        df = pd.concat([df, moved_by(model, x[left], y[left], x, PROTOCOLS["strong"].cw,
+                                     deepfool_variants(PROTOCOLS["strong"].deepfool))], axis=1)
         found.append(df.assign(setup=row.setup, defence=row.defence, alpha=row.alpha,
                                model_key=row.model_key, index=left.tolist(),
                                n=int(row.n), accuracy=float(row.accuracy)))
     columns = ["setup", "defence", "alpha", "model_key", "n", "accuracy", "index", "label",
-               "margin", "grad_norm", "active_units", "units_at_input", "cw_l2", "line_l2"]
+               "margin", "grad_norm", "active_units", "units_at_input", "cw_l2", "line_l2",
+               "df_steps_l2", "df_overshoot_l2"]
     return pd.concat(found)[columns] if found else pd.DataFrame(columns=columns)
 
 
@@ -170,8 +189,9 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
     """Per model: the points left, how many sit in a flat region (gradient exactly 0) and how
     many with no unit of the last ReLU on, of those how many had units on at the clean image
     (where the table has ``units_at_input``), the largest distance from a tie (``|margin|``, in
-    logits), the labels of the points, and (where the table has ``cw_l2`` and ``line_l2``) how
-    many CW moves and how many a line search moves, with the largest L2 norm it needs."""
+    logits), the labels of the points, and (where the table has the columns) how many the
+    longer DeepFools move, how many CW moves and how many a line search moves, with the largest
+    L2 norm it needs."""
     def per_model(g: pd.DataFrame) -> pd.Series:
         off = g["active_units"] == 0
         out = {"accuracy": g["accuracy"].iloc[0], "points left": len(g),
@@ -181,6 +201,10 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
             out["of which on at the input"] = int((off & (g["units_at_input"] > 0)).sum())
         out = {**out, "largest |margin|": float(g["margin"].abs().max()),
                "labels": " ".join(str(v) for v in sorted(set(g["label"])))}
+        for col, label in (("df_steps_l2", "DeepFool x4 iterations moves"),
+                           ("df_overshoot_l2", "DeepFool overshoot 1 moves")):
+            if col in g:
+                out[label] = int(g[col].notna().sum())
         if "cw_l2" in g and "line_l2" in g:
             out["CW moves"] = int(g["cw_l2"].notna().sum())
             out["a line moves"] = int(g["line_l2"].lt(float("inf")).sum())

@@ -124,3 +124,30 @@ def test_a_flat_point_deepfool_and_cw_cannot_move_is_moved_on_a_line():
                                                    initial_const=1.0, start="deepfool"))
     assert got["cw_l2"].isna().all()  # no gradient for CW either
     assert 0.3 <= got["line_l2"].iloc[0] <= 0.3 + 1e-6  # the unit's edge, x1 = 0.5
+
+
+def test_the_longer_deepfools_are_the_strong_one_run_further_point_by_point():
+    from lslib import attacks
+
+    strong = dict(steps=50, overshoot=0.02, candidates=10)
+    variants = survivors.deepfool_variants(strong)
+    assert variants == {"df_steps": dict(steps=200, overshoot=0.02, candidates=10),
+                        "df_overshoot": dict(steps=50, overshoot=1.0, candidates=10)}
+    # a flat point (every unit off) and one with both units on, logits (0.6, 1.1, 0.8)
+    net = relu_net(-0.5, [0.3, 0.3, 0.1])
+    x = torch.tensor([[0.2, 0.2], [0.8, 0.9]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    got = survivors.moved_by(net, x, y, x, dict(binary_search_steps=1, steps=5, lr=0.1,
+                                                initial_const=1.0), variants)
+    for name, settings in variants.items():
+        col = got[f"{name}_l2"]
+        res = attacks.deepfool(net, x, y, **settings)
+        assert pd.isna(col.iloc[0]) and not bool(res.success[0])  # no gradient to follow
+        assert bool(res.success[1]) and col.iloc[1] == pytest.approx(float(res.norms[1]))
+    # the bigger overshoot goes further than the boundary: a longer perturbation
+    assert got["df_overshoot_l2"].iloc[1] > got["df_steps_l2"].iloc[1]
+    summary = survivors.summarise(got.assign(
+        setup="s", defence="d", alpha=0.4, accuracy=0.002, label=y.tolist(),
+        margin=[0.0, -0.3], grad_norm=[0.0, 1.0], active_units=[0, 2])).iloc[0]
+    assert summary["DeepFool x4 iterations moves"] == 1
+    assert summary["DeepFool overshoot 1 moves"] == 1
