@@ -150,6 +150,15 @@ def _on_model(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Ten
     return tuple(t.to(device) for t in tensors)
 
 
+def _attack_kw(config: dict[str, Any], protocol: Any) -> dict[str, Any]:
+    """What :func:`lslib.original.attack_accuracy` needs besides the attack: the model's
+    smoothing (its smoothed target for FGSM and BIM) and the protocol's iteration counts."""
+    from lslib import original
+
+    return dict(alpha=config["alpha"], method=config["method"],
+                temperature=config["temperature"], steps=original.protocol_steps(protocol))
+
+
 def _ident(first: pd.Series, key: str) -> dict[str, Any]:
     return {"setup": first["setup"], "defence": first["defence"], "alpha": first["alpha"],
             "T": first["T"], "model_key": key}
@@ -166,8 +175,7 @@ def _ladder_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, prot
     first = cells.iloc[0]
     n = int(cells["n"].iloc[0])  # the row's images: the same slice as the table's
     x, y = _on_model(model, *original.test_slice(test, n))
-    kw = dict(alpha=config["alpha"], method=config["method"],
-              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    kw = _attack_kw(config, protocol)
     out = []
     for e in eps if attack in ("FGSM", "BIM") else (math.nan,):
         torch.manual_seed(0)
@@ -214,8 +222,7 @@ def _slice_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, proto
 
     first = cells.iloc[0]
     spans = [(int(a), int(b)) for a, b in slices]
-    kw = dict(alpha=config["alpha"], method=config["method"],
-              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    kw = _attack_kw(config, protocol)
     own = original.slice_bounds(len(test.y), int(cells["n"].iloc[0]))
     lo = min([own[0], *(a for a, _ in spans)])
     hi = max([own[1], *(b + 1 for _, b in spans)])
@@ -249,8 +256,7 @@ def _version_rows(model: torch.nn.Module, config: dict[str, Any], test: Any, pro
     first = cells.iloc[0]
     n = int(cells["n"].iloc[0])
     x, y = _on_model(model, *original.test_slice(test, n))
-    kw = dict(alpha=config["alpha"], method=config["method"],
-              temperature=config["temperature"], steps=original.protocol_steps(protocol))
+    kw = _attack_kw(config, protocol)
     weights = _weights_digest(model.state_dict())
     out = []
     for cell in cells.itertuples():
@@ -513,15 +519,8 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _original_versions() -> tuple[str, ...]:
-    """The names of :data:`lslib.original.VERSIONS` (for ``--versions``)."""
-    from lslib import original
-
-    return tuple(original.VERSIONS)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from lslib import _cli
+    from lslib import _cli, original
     from lslib.experiments import OutputBusyError, exclusive_output
     from lslib.runner import RunnerError, add_execution_arguments, execution_from_args
 
@@ -542,11 +541,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of the ladder: every clean, FGSM, BIM and DeepFool cell on "
                          "each of these test-image ranges, e.g. 1000-9999,1001-2000 ('authors': "
                          "the slices the authors' runner used)")
-    ap.add_argument("--versions", type=_cli.name_list(_original_versions()), default=None,
+    ap.add_argument("--versions", type=_cli.name_list(original.VERSIONS), default=None,
                     metavar="NAMES",
                     help="instead of the ladder: the attacks of --attacks under each of these "
                          "versions of the original code, comma-separated (of: "
-                         f"{', '.join(_original_versions())})")
+                         f"{', '.join(original.VERSIONS)})")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1,
                     help="torch threads per job (default 1)")

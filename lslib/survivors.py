@@ -86,6 +86,8 @@ def line_search(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, *, nearest
     every norm returned is that of a point the model misclassifies. It uses the model's
     predictions only: a flat region, where the gradient is zero, does not stop it. ``inf``
     where no image of ``pool`` is in another class."""
+    from lslib._attack_base import rows
+
     if x.shape[1:] != pool.shape[1:]:
         raise ValueError(f"pool images have shape {tuple(pool.shape[1:])}, x "
                          f"{tuple(x.shape[1:])}: give images of the same shape")
@@ -102,10 +104,9 @@ def line_search(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, *, nearest
             hi = torch.ones_like(lo)
             for _ in range(steps):  # invariant: the point at hi is in another class
                 mid = (lo + hi) / 2
-                blend = x[i] + mid.view(-1, *[1] * (x.dim() - 1)) * (ends - x[i])
-                other = model(blend).argmax(1) != y[i]
+                other = model(x[i] + rows(mid, x.dim()) * (ends - x[i])).argmax(1) != y[i]
                 hi, lo = torch.where(other, mid, hi), torch.where(other, lo, mid)
-            found = x[i] + hi.view(-1, *[1] * (x.dim() - 1)) * (ends - x[i])
+            found = x[i] + rows(hi, x.dim()) * (ends - x[i])
             best[i] = float((found - x[i]).flatten(1).norm(dim=1).min())
     return best
 
@@ -130,12 +131,20 @@ def moved_by(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, cw: dict,
     return pd.DataFrame(out)
 
 
+#: how much further :func:`deepfool_variants` runs DeepFool: this many times the iterations,
+#: and this overshoot (1: each step goes twice as far as the linearised boundary)
+FURTHER_STEPS, FURTHER_OVERSHOOT = 4, 1.0
+#: the columns :func:`deepfool_variants` makes and how :func:`summarise` names their counts
+_FURTHER_LABELS = {"df_steps_l2": f"DeepFool x{FURTHER_STEPS} iterations moves",
+                   "df_overshoot_l2": f"DeepFool overshoot {FURTHER_OVERSHOOT:g} moves"}
+
+
 def deepfool_variants(strong: dict) -> dict[str, dict]:
     """The strong protocol's DeepFool (settings ``strong``) run further, for :func:`moved_by`:
-    ``df_steps`` with four times the iterations, ``df_overshoot`` with an overshoot of 1 (each
-    step goes twice as far as the linearised boundary)."""
-    return {"df_steps": {**strong, "steps": 4 * int(strong["steps"])},
-            "df_overshoot": {**strong, "overshoot": 1.0}}
+    ``df_steps`` with :data:`FURTHER_STEPS` times the iterations, ``df_overshoot`` with an
+    overshoot of :data:`FURTHER_OVERSHOOT`."""
+    return {"df_steps": {**strong, "steps": FURTHER_STEPS * int(strong["steps"])},
+            "df_overshoot": {**strong, "overshoot": FURTHER_OVERSHOOT}}
 
 
 def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
@@ -201,8 +210,7 @@ def summarise(survivors: pd.DataFrame) -> pd.DataFrame:
             out["of which on at the input"] = int((off & (g["units_at_input"] > 0)).sum())
         out = {**out, "largest |margin|": float(g["margin"].abs().max()),
                "labels": " ".join(str(v) for v in sorted(set(g["label"])))}
-        for col, label in (("df_steps_l2", "DeepFool x4 iterations moves"),
-                           ("df_overshoot_l2", "DeepFool overshoot 1 moves")):
+        for col, label in _FURTHER_LABELS.items():
             if col in g:
                 out[label] = int(g[col].notna().sum())
         if "cw_l2" in g and "line_l2" in g:
