@@ -1026,8 +1026,10 @@ def run_sweep(
         entries += adopted
         if adopted:
             kept = sum(e["settings"] == plans.get(e["key"], (0, 0, None))[2] for e in adopted)
+            unplanned = sum(e["key"] not in plans for e in adopted)
             log(f"{out.name}: {len(adopted)} row(s) that {journal.name} lacked were taken from "
-                f"the table ({kept} done, {len(adopted) - kept} to compute again)")
+                f"the table ({kept} done, {len(adopted) - kept - unplanned} to compute again"
+                + (f", {unplanned} not in this sweep)" if unplanned else ")"))
         done = {e["key"]: e["settings"] for e in entries}
         session = {"id": uuid.uuid4().hex[:12],
                    "command": command or "lslib.experiments.run_sweep (Python API)",

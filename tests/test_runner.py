@@ -382,6 +382,23 @@ _TINY = dict(setups=("mnist-linear",), methods=("ALS",), alphas=(0.1,), baseline
              n_test=16)
 
 
+def test_rows_of_the_table_outside_the_sweep_are_kept_and_counted_as_such(tmp_path):
+    """A table's rows that the journal lacks and this sweep does not plan stay in the table
+    and are counted apart from the rows to compute again."""
+    out = tmp_path / "r.csv"
+    kw = dict(cache=tmp_path / "cache", device="cpu", progress=False)
+    first = run_sweep(Sweep(**_TINY), out, **kw)
+    out.with_name("r.csv.journal.jsonl").unlink()
+    warnings: list[str] = []
+    both = run_sweep(Sweep(**{**_TINY, "baselines": ()}), out, **kw, log=warnings.append)
+    n = len(first)
+    natural = int((first["defence"] == "natural").sum())
+    assert natural and any(f"r.csv: {n} row(s) that r.csv.journal.jsonl lacked were taken from "
+                           f"the table ({n - natural} done, 0 to compute again, {natural} not "
+                           "in this sweep)" in w for w in warnings)
+    assert len(both) == n
+
+
 @pytest.mark.parametrize("table_kept", [False, True], ids=["table-gone", "table-kept"])
 def test_a_damaged_journal_line_or_meta_file_is_set_aside_and_the_run_goes_on(tmp_path,
                                                                               table_kept):
