@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lslib._attack_base import (
@@ -185,10 +187,18 @@ def bim_last_iterate(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
 # --------------------------------------------------------------------------------------------
 
 
+def _check_surrogate(name: str, value: object) -> tuple[float, ...]:
+    """A check for :func:`deepfool`'s ``relu_surrogate``: a sequence of real numbers > 0."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of softplus sharpnesses (numbers > 0), "
+                        f"got {type(value).__name__}")
+    return tuple(check_positive(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
 @attack("l2", minimal=True, steps=at_least(1), overshoot=check_nonnegative,
-        candidates=at_least(2))
+        candidates=at_least(2), relu_surrogate=_check_surrogate)
 def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, overshoot: float = 0.02,
-             candidates: int = 10) -> AttackResult:
+             candidates: int = 10, relu_surrogate: Sequence[float] = ()) -> AttackResult:
     r"""DeepFool, L2, untargeted (Moosavi-Dezfooli et al. 2016), batched over samples and classes.
 
     At each iterate :math:`x^t` every candidate boundary :math:`f_k = z_k - z_y = 0` is
@@ -207,7 +217,45 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
     misclassified. On a linear classifier one step lands at exactly ``(1 + overshoot) *
     (d + 1e-4)``, d the distance to the boundary. Samples the model already misclassifies are
     returned unchanged (norm 0, success); where ``steps`` run out, the last iterate.
+
+    ``relu_surrogate`` (default: none) is a fallback for ReLU networks. Where every unit of a
+    ReLU layer is off, the logits do not depend on the input, their gradient is exactly 0 and
+    DeepFool's step is 0: a linearised step that turns the true class's last units off can land
+    there and stay, though the point can be moved (see :mod:`lslib.survivors`). Each point
+    DeepFool leaves is attacked again from ``x``, once per sharpness :math:`\beta` of
+    ``relu_surrogate``, by the same DeepFool whose backward pass takes every :class:`~torch.nn.ReLU`
+    module of ``model`` as :math:`\mathrm{softplus}_\beta(u) = \log(1 + e^{\beta u}) / \beta`
+    (derivative :math:`\sigma(\beta u)`, never 0) while its forward pass stays exact: a backward
+    pass differentiable approximation (BPDA, Athalye et al. 2018). Success is judged on the
+    exact model, and of the perturbations that fool it the smallest is kept.
     """
+    adv = _deepfool_run(model, x, y, steps=steps, overshoot=overshoot, candidates=candidates)
+    if not relu_surrogate:
+        return adv
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError("relu_surrogate needs a model with nn.ReLU modules; this one has none")
+    with torch.no_grad():
+        left = (model(adv).argmax(1) == y).nonzero().squeeze(1)
+    best = torch.full((left.numel(),), math.inf, dtype=x.dtype, device=x.device)
+    for beta in relu_surrogate:
+        if left.numel() == 0:
+            break
+        with _softplus_backward(relus, beta):
+            cand = _deepfool_run(model, x[left], y[left], steps=steps, overshoot=overshoot,
+                                 candidates=candidates)
+        with torch.no_grad():
+            fooled = model(cand).argmax(1) != y[left]
+        norm = (cand - x[left]).flatten(1).norm(dim=1)
+        better = fooled & (norm < best)
+        best = torch.where(better, norm, best)
+        adv[left[better]] = cand[better]
+    return adv
+
+
+def _deepfool_run(model: nn.Module, x: Tensor, y: Tensor, *, steps: int, overshoot: float,
+                  candidates: int) -> Tensor:
+    """DeepFool's iterations (see :func:`deepfool`): the adversarial batch."""
     logits = clean_logits(model, x, y)
     k = min(candidates, logits.shape[1])
     cand = logits.topk(k, dim=1).indices  # (N, k): column 0 is the prediction
@@ -239,6 +287,29 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 50, oversho
     else:
         adv[active] = xa  # out of steps: the last iterate, fooled or not
     return adv
+
+
+@contextmanager
+def _softplus_backward(relus: list[nn.Module], beta: float) -> Iterator[None]:
+    r"""For the duration, each module of ``relus`` computes ReLU exactly forward and
+    :math:`\sigma(\beta u)` as its derivative backward (see :func:`deepfool`); in-place ReLUs
+    run out of place meanwhile. Hooks and flags are restored however the block ends."""
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
+        smooth = F.softplus(inputs[0], beta=beta)
+        return smooth + (out - smooth).detach()
+
+    flags = [(m, getattr(m, "inplace", False)) for m in relus]
+    handles = []
+    try:
+        for m, _ in flags:
+            m.inplace = False
+            handles.append(m.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in flags:
+            m.inplace = flag
 
 
 @attack("l2", minimal=True, revert_failures=True, binary_search_steps=at_least(1),

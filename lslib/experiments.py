@@ -123,6 +123,7 @@ __all__ = [
     "atomic_write",
     "cache_dir",
     "cpu_kind",
+    "deepfool_settings",
     "device_name",
     "provenance",
     "read_journal",
@@ -283,7 +284,7 @@ class Protocol:
         if attack == "DeepFool":
             on = " on=softmax" if self.deepfool_on_softmax else ""
             return "deepfool" + on + " " + " ".join(
-                f"{k}={v}" for k, v in sorted(self.deepfool.items()))
+                f"{k}={_setting(v)}" for k, v in sorted(self.deepfool.items()))
         return "cw " + " ".join(f"{k}={v}" for k, v in sorted(self.cw.items()))
 
     def _describe_original(self, attack: str) -> str:
@@ -299,6 +300,33 @@ class Protocol:
         return f"original {attack.lower()}{steps} switches: {sw.describe()}"
 
 
+def _setting(value: Any) -> str:
+    """One attack setting as :meth:`Protocol.describe` writes it: a tuple as ``10,3,1``."""
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+
+
+def deepfool_settings(described: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`lslib.attacks.deepfool` behind a row's
+    ``attack_settings`` (what :meth:`Protocol.describe` wrote for DeepFool, e.g.
+    ``deepfool candidates=10 overshoot=0.02 relu_surrogate=10,3,1 steps=50``)."""
+    words = str(described).split()
+    if not words or words[0] != "deepfool" or any("=" not in w for w in words[1:]):
+        raise ValueError(f"attack_settings {described!r} is not a DeepFool row's settings")
+    if "on=softmax" in words:
+        raise ValueError(f"attack_settings {described!r}: DeepFool on the softmax outputs (the "
+                         "paper protocol) is not a keyword argument of lslib.attacks.deepfool")
+
+    def value(text: str) -> Any:
+        if "," in text:
+            return tuple(float(v) for v in text.split(","))
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    return {k: value(v) for k, v in (w.split("=", 1) for w in words[1:])}
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "paper": Protocol(
         "paper", smoothed_loss=True,
@@ -310,7 +338,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "strong": Protocol(
         "strong", smoothed_loss=False,
         bim=dict(steps=30, step_frac=2.5 / 30, random_start=True, restarts=2, early_stop=True),
-        deepfool=dict(steps=50, overshoot=0.02, candidates=10),
+        deepfool=dict(steps=50, overshoot=0.02, candidates=10, relu_surrogate=(10.0, 3.0, 1.0)),
         cw=dict(binary_search_steps=4, steps=100, lr=0.1, initial_const=1.0, kappa=0.0,
                 abort_early=True, start="deepfool"),
         n=1000, n_clean=0, n_cw=500,

@@ -23,8 +23,15 @@ and whether the point can be moved at all (:func:`moved_by`):
 - ``line_l2``: the L2 norm of the nearest point the model puts in another class found on the
   straight lines from the clean image to the nearest of the row's other test images that the
   model puts in another class (:func:`line_search`, predictions only, no gradient);
-- ``df_steps_l2``, ``df_overshoot_l2``: the same for the strong DeepFool run further, with four
-  times its iterations and with an overshoot of 1 (:func:`deepfool_variants`).
+- ``df_steps_l2``, ``df_overshoot_l2``: the same for the row's DeepFool run further, with four
+  times its iterations and with an overshoot of 1, and ``df_surrogate_l2`` for it with the
+  strong protocol's ReLU surrogate (``relu_surrogate`` of :func:`lslib.attacks.deepfool`), the
+  fallback that the strong DeepFool has had since it was found to stop in the flat region
+  (:func:`deepfool_variants`).
+
+Each row is attacked again with its own settings, read from its ``attack_settings``
+(:func:`lslib.experiments.deepfool_settings`), so a table written before the strong DeepFool
+gained its fallback is examined with the DeepFool that made it.
 
 The book's tables chapter reads what this writes::
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,15 +144,24 @@ def moved_by(model: nn.Module, x: Tensor, y: Tensor, pool: Tensor, cw: dict,
 FURTHER_STEPS, FURTHER_OVERSHOOT = 4, 1.0
 #: the columns :func:`deepfool_variants` makes and how :func:`summarise` names their counts
 _FURTHER_LABELS = {"df_steps_l2": f"DeepFool x{FURTHER_STEPS} iterations moves",
-                   "df_overshoot_l2": f"DeepFool overshoot {FURTHER_OVERSHOOT:g} moves"}
+                   "df_overshoot_l2": f"DeepFool overshoot {FURTHER_OVERSHOOT:g} moves",
+                   "df_surrogate_l2": "DeepFool with the ReLU surrogate moves"}
 
 
-def deepfool_variants(strong: dict) -> dict[str, dict]:
-    """The strong protocol's DeepFool (settings ``strong``) run further, for :func:`moved_by`:
+def deepfool_variants(settings: dict, surrogate: Sequence[float] | None = None
+                      ) -> dict[str, dict]:
+    """A DeepFool (keyword arguments ``settings``) run further, for :func:`moved_by`:
     ``df_steps`` with :data:`FURTHER_STEPS` times the iterations, ``df_overshoot`` with an
-    overshoot of :data:`FURTHER_OVERSHOOT`."""
-    return {"df_steps": {**strong, "steps": FURTHER_STEPS * int(strong["steps"])},
-            "df_overshoot": {**strong, "overshoot": FURTHER_OVERSHOOT}}
+    overshoot of :data:`FURTHER_OVERSHOOT` (both without a ReLU surrogate), and
+    ``df_surrogate`` with the ReLU surrogate ``surrogate`` (default: the strong protocol's)."""
+    from lslib.experiments import PROTOCOLS
+
+    plain = {k: v for k, v in settings.items() if k != "relu_surrogate"}
+    if surrogate is None:
+        surrogate = PROTOCOLS["strong"].deepfool["relu_surrogate"]
+    return {"df_steps": {**plain, "steps": FURTHER_STEPS * int(plain["steps"])},
+            "df_overshoot": {**plain, "overshoot": FURTHER_OVERSHOOT},
+            "df_surrogate": {**plain, "relu_surrogate": tuple(surrogate)}}
 
 
 def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
@@ -155,7 +172,14 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
     come from the model cache (``cache``; they are never trained here)."""
     from lslib import attacks
     from lslib._files import read_cache_entry
-    from lslib.experiments import PROTOCOLS, SETUPS, cache_dir, read_results, sweep_test_split
+    from lslib.experiments import (
+        PROTOCOLS,
+        SETUPS,
+        cache_dir,
+        deepfool_settings,
+        read_results,
+        sweep_test_split,
+    )
     from lslib.models import build_model
 
     rows = read_results(table)
@@ -173,7 +197,8 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         model.eval()
         test = sweep_test_split(row.setup, row.data_source, data_root, int(row.seed), False)
         x, y = test.x[:int(row.n)], test.y[:int(row.n)]  # the row's images, as the runner took them
-        res = attacks.deepfool(model, x, y, **PROTOCOLS["strong"].deepfool)
+        settings = deepfool_settings(row.attack_settings)  # the DeepFool that made the row
+        res = attacks.deepfool(model, x, y, **settings)
         accuracy = 1.0 - float(res.success.double().mean())
         if abs(accuracy - float(row.accuracy)) > 1e-9:
             raise RuntimeError(f"DeepFool keeps {accuracy:.4f} on {row.defence} {row.alpha} of "
@@ -184,13 +209,13 @@ def survivors_of_table(table: str | Path, *, cache: str | Path | None = None,
         df = examine(model, res.adversarial[left], y[left])
         df["units_at_input"] = last_relu_units(model, x[left]).tolist()
         df = pd.concat([df, moved_by(model, x[left], y[left], x, PROTOCOLS["strong"].cw,
-                                     deepfool_variants(PROTOCOLS["strong"].deepfool))], axis=1)
+                                     deepfool_variants(settings))], axis=1)
         found.append(df.assign(setup=row.setup, defence=row.defence, alpha=row.alpha,
                                model_key=row.model_key, index=left.tolist(),
                                n=int(row.n), accuracy=float(row.accuracy)))
     columns = ["setup", "defence", "alpha", "model_key", "n", "accuracy", "index", "label",
                "margin", "grad_norm", "active_units", "units_at_input", "cw_l2", "line_l2",
-               "df_steps_l2", "df_overshoot_l2"]
+               "df_steps_l2", "df_overshoot_l2", "df_surrogate_l2"]
     return pd.concat(found)[columns] if found else pd.DataFrame(columns=columns)
 
 

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lslib import attacks as A
 from lslib.losses import SmoothCrossEntropyLoss
@@ -143,6 +143,100 @@ def test_deepfool_multiclass_linear_nearest_candidate_boundary(candidates):
     cos = ((res.adversarial - x) * u).sum(1) / (res.norms * u.norm(dim=1))
     torch.testing.assert_close(cos[first], torch.ones_like(cos[first]))
     assert bool(res.success.all())
+
+
+def _flat_trap() -> nn.Module:
+    """2 inputs -> units relu(x0 - 0.5), relu(x1 - 0.6) -> logits (u0 + 0.1, 2 u1).
+
+    At (0.7, 0.3) only unit 0 is on: DeepFool's linearised step to z1 = z0 turns it off and
+    lands where both units are off, the logits the constant biases (0.1, 0), class 0 still, and
+    the gradient zero. Class 1 lies the other way: where unit 1 is on and 2 u1 > u0 + 0.1."""
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[0].bias.copy_(torch.tensor([-0.5, -0.6]))
+        net[2].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        net[2].bias.copy_(torch.tensor([0.1, 0.0]))
+    return net.eval()
+
+
+def _nearest_other_class_on_a_grid(model: nn.Module, x: Tensor, y: int, n: int = 2001) -> float:
+    """Brute force: the L2 distance from ``x`` (2 pixels) to the nearest point of an n x n grid
+    of [0, 1]^2 that ``model`` puts in a class other than ``y``."""
+    g = torch.linspace(0, 1, n, dtype=torch.float64)
+    grid = torch.cartesian_prod(g, g)
+    with torch.no_grad():
+        other = model(grid).argmax(1) != y
+    return float((grid[other] - x).norm(dim=1).min())
+
+
+@pytest.mark.parametrize("betas", [(3.0,), (1.0,), (10.0, 3.0, 1.0)])
+def test_deepfool_relu_surrogate_leaves_the_flat_region_it_walked_into(betas):
+    net = _flat_trap()
+    x, y = torch.tensor([[0.7, 0.3]], dtype=torch.float64), torch.tensor([0])
+    plain = A.deepfool(net, x, y)
+    assert not bool(plain.success[0])  # stuck where both units are off
+    from lslib.survivors import last_relu_units
+    assert int(last_relu_units(net, plain.adversarial)[0]) == 0
+    res = A.deepfool(net, x, y, relu_surrogate=betas)
+    assert bool(res.success[0])
+    with torch.no_grad():  # judged on the exact model, not the surrogate
+        assert int(net(res.adversarial).argmax(1)[0]) == 1
+    assert float(res.adversarial.min()) >= 0.0 and float(res.adversarial.max()) <= 1.0
+    # no perturbation is shorter than the distance to the other class (brute force: the grid's
+    # nearest point of class 1, within the grid's half-diagonal); the closed form is 0.45/1.25^.5
+    nearest = _nearest_other_class_on_a_grid(net, x[0], 0)
+    assert nearest == pytest.approx(0.45 / 1.25 ** 0.5, abs=1e-3)
+    assert float(res.norms[0]) >= nearest - 1e-3
+    assert float(res.norms[0]) <= 2 * nearest  # and it is not a far point of that class
+
+
+def test_deepfool_relu_surrogate_keeps_the_points_deepfool_fools_and_the_smallest_result():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(),
+                        nn.Linear(24, 5)).double().eval()
+    with torch.no_grad():
+        net[2].bias.sub_(0.3)  # a sparser last ReLU layer: DeepFool leaves a few points
+    x = torch.rand(200, 12, dtype=torch.float64)
+    y = torch.randint(0, 5, (200,))
+    plain = A.deepfool(net, x, y, steps=20)
+    both = A.deepfool(net, x, y, steps=20, relu_surrogate=(10.0, 1.0))
+    assert bool((~plain.success).any())  # the test has points to re-attack
+    done = plain.success
+    assert torch.equal(both.adversarial[done], plain.adversarial[done])  # untouched
+    assert bool(both.success[done].all()) and int(both.success.sum()) > int(plain.success.sum())
+    # each re-attacked point keeps the smaller of the two sharpnesses' successful perturbations
+    again = ~done
+    for_beta = [A.deepfool(net, x[again], y[again], steps=20, relu_surrogate=(b,))
+                for b in (10.0, 1.0)]
+    norms = torch.stack([torch.where(r.success, r.norms, torch.full_like(r.norms, math.inf))
+                         for r in for_beta])
+    expected = norms.min(0).values
+    got = torch.where(both.success[again], both.norms[again],
+                      torch.full_like(expected, math.inf))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_deepfool_relu_surrogate_restores_the_model():
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(inplace=True), nn.Linear(2, 2)).double().eval()
+    trap = _flat_trap()
+    net.load_state_dict(trap.state_dict())
+    x, y = torch.tensor([[0.7, 0.3]], dtype=torch.float64), torch.tensor([0])
+    before = net(x).detach()
+    res = A.deepfool(net, x, y, relu_surrogate=(3.0,))
+    assert bool(res.success[0])  # the in-place ReLU is given its input, not its output
+    torch.testing.assert_close(res.adversarial, A.deepfool(trap, x, y, relu_surrogate=(3.0,))
+                               .adversarial, rtol=0, atol=0)
+    assert net[1].inplace and not net[1]._forward_hooks
+    assert torch.equal(net(x).detach(), before)
+
+
+def test_deepfool_relu_surrogate_needs_a_relu():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 2)).double()
+    x, y = torch.full((1, 2), 0.5, dtype=torch.float64), torch.tensor([0])
+    with pytest.raises(ValueError, match="relu_surrogate.*nn.ReLU"):
+        A.deepfool(net, x, y, relu_surrogate=(1.0,))
+    A.deepfool(net, x, y)  # without it, any model
 
 
 def test_cw_linear_close_to_the_exact_minimal_distance():
@@ -451,6 +545,9 @@ def test_bim_early_stop_returns_the_first_adversarial_iterate():
         (lambda m, x, y: A.deepfool(m, x, y, steps=0), ValueError, "steps"),
         (lambda m, x, y: A.deepfool(m, x, y, overshoot=-0.1), ValueError, "overshoot"),
         (lambda m, x, y: A.deepfool(m, x, y, candidates=1), ValueError, "candidates"),
+        (lambda m, x, y: A.deepfool(m, x, y, relu_surrogate=(3.0, 0.0)), ValueError,
+         r"relu_surrogate\[1\]"),
+        (lambda m, x, y: A.deepfool(m, x, y, relu_surrogate=3.0), TypeError, "relu_surrogate"),
         (lambda m, x, y: A.carlini_wagner_l2(m, x, y, steps=0), ValueError, "steps"),
         (lambda m, x, y: A.carlini_wagner_l2(m, x, y, binary_search_steps=0), ValueError,
          "binary_search_steps"),

@@ -74,8 +74,26 @@ def test_protocols_are_the_papers_and_a_strong_one():
     assert strong.bim["random_start"] and strong.bim["restarts"] > 1
     assert strong.bim["steps"] > paper.bim["steps"]
     assert strong.deepfool["steps"] == 50 and strong.deepfool["overshoot"] == 0.02
+    assert strong.deepfool["relu_surrogate"] and "relu_surrogate" not in paper.deepfool
     assert strong.sizes(SETUPS["mnist-lenet"], "clean") is None  # the whole test set
     assert "smoothed-target" in paper.describe("FGSM") and "loss=ce" in strong.describe("BIM")
+
+
+def test_a_deepfool_rows_settings_are_read_back_as_deepfools_arguments():
+    from lslib.experiments import deepfool_settings
+
+    strong = PROTOCOLS["strong"]
+    described = strong.describe("DeepFool")
+    assert "relu_surrogate=10,3,1" in described.split()  # one word: the string splits on blanks
+    assert deepfool_settings(described) == strong.deepfool
+    assert deepfool_settings(strong.quick().describe("DeepFool")) == strong.quick().deepfool
+    # a row written before the strong DeepFool had its fallback
+    old = deepfool_settings("deepfool candidates=10 overshoot=0.02 steps=50")
+    assert old == dict(candidates=10, overshoot=0.02, steps=50)
+    assert type(old["steps"]) is int and type(old["overshoot"]) is float
+    for bad in ("cw steps=10", "deepfool steps", "", PROTOCOLS["paper"].describe("DeepFool")):
+        with pytest.raises(ValueError, match="attack_settings"):
+            deepfool_settings(bad)
 
 
 def test_cifar_eps_are_on_the_originals_two_pixel_scale():
