@@ -128,7 +128,6 @@ def test_a_flat_point_deepfool_and_cw_cannot_move_is_moved_on_a_line():
 
 def test_the_longer_deepfools_are_the_strong_one_run_further_point_by_point():
     from lslib import attacks
-
     from lslib.experiments import PROTOCOLS
 
     strong = dict(steps=50, overshoot=0.02, candidates=10)
