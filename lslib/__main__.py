@@ -295,9 +295,35 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
                    help="gradient-masking checklist for a saved model (see audit --help)")
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge results CSVs of runs that split one sweep",
+                       description="Merge the results tables PART... (runs that split one "
+                       "sweep between processes or machines, each with its own --out) into OUT, "
+                       "with every run's provenance; a row computed twice with different "
+                       "numbers, or rows of different seeds, are refused.")
+    p.add_argument("out", type=_cli.output_file(), metavar="OUT",
+                   help="the merged results CSV (created, or added to)")
+    p.add_argument("parts", nargs="+", type=_cli.existing_file(), metavar="PART",
+                   help="results CSVs written by `lslib reproduce`")
+    p.set_defaults(func=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from lslib.experiments import OutputBusyError, merge_results
+
+    try:
+        table = merge_results(args.out, args.parts)
+    except (ValueError, OutputBusyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({len(table)} rows)")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "reproduce": _add_reproduce,
     "compare": _add_compare,
+    "merge": _add_merge,
     "setups": _add_setups,
     "audit": _add_audit,
 }

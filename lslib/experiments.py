@@ -125,6 +125,7 @@ __all__ = [
     "cpu_kind",
     "deepfool_settings",
     "device_name",
+    "merge_results",
     "provenance",
     "read_journal",
     "read_results",
@@ -1160,6 +1161,94 @@ def run_sweep(
             raise SweepInterrupted(
                 f"interrupted: {n_done} of {len(rows)} rows are saved in {journal}; run the "
                 "same command again to resume")
+    return read_results(out)
+
+
+def _final_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of the results table at ``path`` by key, as a run resuming on it would see them:
+    its CSV, with the rows of its journal (where one is beside it) taking precedence."""
+    from lslib._files import read_results_checked
+
+    rows: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for raw in read_results_checked(path).to_dict("records"):
+            rows[_table_key(raw)] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                     for k, v in raw.items()}
+    for entry in read_journal(path.with_name(path.name + ".journal.jsonl")):
+        rows[entry["key"]] = entry["row"]
+    return rows
+
+
+def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two rows agree in every column, numbers to the digits a table keeps."""
+    def norm(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(f"{v:.10g}")
+        return v
+
+    return all(norm(a.get(c)) == norm(b.get(c)) for c in COLUMNS)
+
+
+def merge_results(out: str | os.PathLike, parts: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Merge the results tables ``parts`` into ``out`` (created if missing): the rows of runs
+    that split one sweep between processes or machines, each writing its own ``--out``, made one
+    table as if one run had computed them. ``out.meta.json`` gains every session of every part
+    (each marked ``merged_from``: the part's file name), so each row keeps its provenance.
+
+    Refused, with ``out`` left as it was: a part that is missing, damaged or being written; a
+    row key in two files with different rows; rows of different seeds, data sources or quick
+    settings (one table holds one of each, as one run would). A part's journal, where it has
+    one, counts as its table does in a resumed run. The parts are left in place. A later
+    ``reproduce`` on ``out`` resumes from the merged table (computes nothing it holds)."""
+    out = Path(out)
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ValueError("parts: give at least one results CSV to merge into out")
+    for p in parts:
+        if not p.is_file():
+            raise FileNotFoundError(f"no such results file: {p}")
+        if p.resolve() == out.resolve():
+            raise ValueError(f"part {p} is the output itself; name each part once, not out")
+    if len({p.resolve() for p in parts}) < len(parts):
+        raise ValueError("parts: a file is named twice")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for path in (out, *parts):  # none of them is being written meanwhile
+            stack.enter_context(exclusive_output(path))
+        tables = {path: _final_rows(path) for path in (out, *parts)}
+        for field in ("seed", "data_source", "quick"):
+            seen: dict[Any, Path] = {}
+            for path, rows in tables.items():
+                for row in rows.values():
+                    seen.setdefault(row.get(field), path)
+            if len(seen) > 1:
+                raise ValueError(f"the rows differ in {field}: "
+                                 + ", ".join(f"{v!r} in {f}" for v, f in seen.items())
+                                 + f"; one table holds one {field}")
+        merged: dict[str, dict[str, Any]] = {}
+        source: dict[str, Path] = {}
+        for path, rows in tables.items():
+            for key, row in rows.items():
+                if key in merged and not _same_row(merged[key], row):
+                    raise ValueError(f"row {key} is in both {source[key]} and {path}, with "
+                                     "different numbers; merge runs that computed different "
+                                     "rows")
+                merged.setdefault(key, row)
+                source.setdefault(key, path)
+        meta_path = out.with_name(out.name + ".meta.json")
+        meta = load_meta(meta_path, lambda msg: None)
+        known = {s.get("id") for s in meta["sessions"]}
+        for p in parts:  # a session merged before (the same part again) is not added twice
+            part_meta = load_meta(p.with_name(p.name + ".meta.json"), lambda msg: None)
+            meta["sessions"] += [{**s, "merged_from": p.name} for s in part_meta["sessions"]
+                                 if s.get("id") is None or s.get("id") not in known]
+        meta["output"] = out.name
+        table = pd.DataFrame(sorted(merged.values(), key=_order_key), columns=list(COLUMNS))
+        _write_table(out, table)
+        atomic_write(meta_path, lambda f: f.write_text(json.dumps(meta, indent=2, default=str)
+                                                       + "\n"))
     return read_results(out)
 
 

@@ -19,6 +19,7 @@ from lslib.experiments import (
     SETUPS,
     TIMING_COLUMNS,
     Defence,
+    OutputBusyError,
     Sweep,
     cache_dir,
     read_journal,
@@ -284,3 +285,64 @@ def test_the_cpu_in_the_provenance_is_the_machines_model_and_torchs_instruction_
     monkeypatch.setattr(P, "read_text", unreadable)
     monkeypatch.setattr(platform, "processor", lambda: "")
     assert cpu_kind() == f"unknown CPU, {capability}"
+
+
+_MERGE = dict(setups=("mnist-linear",), alphas=(0.1,), attacks=("clean", "FGSM"), eps=(0.1,),
+              quick=True, data_source="synthetic", n_test=16)
+
+
+def test_merged_parts_are_the_table_of_one_run_and_a_resume_computes_nothing(tmp_path):
+    """Two runs that split a sweep (each its own output), merged, give the table one run of the
+    whole sweep gives, with both runs' provenance; the whole sweep resumed on it computes
+    nothing."""
+    from lslib.experiments import merge_results
+
+    whole = Sweep(**_MERGE, methods=("ALS",), baselines=("natural",))
+    cache = tmp_path / "cache"
+    reference = run_sweep(whole, tmp_path / "whole.csv", cache=cache, device="cpu",
+                          progress=False)
+    a, b, out = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "m.csv"
+    run_sweep(Sweep(**_MERGE, methods=("ALS",), baselines=()), a, cache=cache, device="cpu",
+              progress=False)
+    run_sweep(Sweep(**_MERGE, methods=(), baselines=("natural",)), b, cache=cache,
+              device="cpu", progress=False)
+    merged = merge_results(out, [b, a])
+    pd.testing.assert_frame_equal(_stable(merged), _stable(reference), check_dtype=False)
+    meta = json.loads((tmp_path / "m.csv.meta.json").read_text())
+    assert [s["merged_from"] for s in meta["sessions"]] == ["b.csv", "a.csv"]
+    assert meta["sessions"][1]["sweep"]["methods"] == ["ALS"]
+    assert merge_results(out, [a]).equals(merged)  # a part merged again: nothing changes
+    assert len(json.loads((tmp_path / "m.csv.meta.json").read_text())["sessions"]) == 2
+    again = run_sweep(whole, out, cache=cache, device="cpu", progress=False)
+    meta = json.loads((tmp_path / "m.csv.meta.json").read_text())
+    assert meta["sessions"][-1]["rows_computed"] == 0 and meta["sessions"][-1]["complete"]
+    pd.testing.assert_frame_equal(_stable(again), _stable(reference), check_dtype=False)
+
+
+def test_merge_refuses_other_seeds_clashing_rows_and_parts_being_written(tmp_path):
+    from lslib.experiments import exclusive_output, merge_results
+
+    cache = tmp_path / "cache"
+    one = dict(_MERGE, methods=(), baselines=("natural",))
+    a, b, c, out = (tmp_path / f"{n}.csv" for n in "abco")
+    run_sweep(Sweep(**one), a, cache=cache, device="cpu", progress=False)
+    run_sweep(Sweep(**one, seed=1), b, cache=cache, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"differ in seed: 0 in .*a\.csv, 1 in .*b\.csv"):
+        merge_results(out, [a, b])
+    assert not out.exists()
+    other = read_results(a)
+    other.loc[0, "accuracy"] = 1 - other.loc[0, "accuracy"]  # the same row, another number
+    other.to_csv(c, index=False)
+    with pytest.raises(ValueError, match=r"row mnist-linear\|natural.* is in both .*a\.csv and "
+                       r".*c\.csv, with different numbers"):
+        merge_results(out, [a, c])
+    with pytest.raises(ValueError, match="is the output itself"):
+        merge_results(a, [a])
+    with pytest.raises(FileNotFoundError, match="no such results file"):
+        merge_results(out, [tmp_path / "missing.csv"])
+    with exclusive_output(a), pytest.raises(OutputBusyError, match="a.csv is being written"):
+        merge_results(out, [a])
+    proc = subprocess.run([sys.executable, "-m", "lslib", "merge", str(out), str(a), str(b)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: the rows differ in seed")
