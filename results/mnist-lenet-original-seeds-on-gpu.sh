@@ -11,7 +11,8 @@
 # Parts: WORKDIR/seed<S>-<queue>.csv (+ .meta.json), logs WORKDIR/*.log, models WORKDIR/cache.
 # With SECONDS, a run still going that long after the start is interrupted (Ctrl-C: its finished
 # rows are kept, the same command resumes it) and nothing new starts. DEVICE (default cuda),
-# PYTHON (default python3) and LSLIB_EXTRA (more arguments, e.g. --quick) change the runs.
+# PYTHON (default python3) and LSLIB_EXTRA (more arguments, e.g. --quick) change the runs;
+# FIRST_ONLY=1 runs only the first run of each queue (to finish models an earlier call left).
 set -u
 work=${1:?usage: $0 WORKDIR [SECONDS]}
 deadline=$(( $(date +%s) + ${2:-31536000} ))
@@ -31,6 +32,7 @@ run() {  # run PART SEED METHODS ALPHAS BASELINES
 
 queue() {  # queue "PART SEED METHODS ALPHAS BASELINES"...: one after another, in the background
     local log="$work/${1%% *}.log"
+    if [[ ${FIRST_ONLY:-0} == 1 ]]; then set -- "$1"; fi
     ( for spec in "$@"; do
           # shellcheck disable=SC2086  # each spec is five words
           run $spec
