@@ -4,7 +4,7 @@
 # results CSV (a part), merged afterwards into the seed files with `python -m lslib merge`.
 #
 # From the repository root, with LSLIB_DATA set and the authors' checkpoint saved as
-# .cache/lenet_mnist_model.pth (results/README.md says how):
+# .cache/lenet_mnist_model.pth, or where LENET_START names (results/README.md says how):
 #
 #     results/mnist-lenet-original-seeds-on-gpu.sh WORKDIR [SECONDS]
 #
@@ -23,7 +23,7 @@ run() {  # run PART SEED METHODS ALPHAS BASELINES
     if (( left < 10 )); then echo "not started (out of time): $*"; return 0; fi
     # shellcheck disable=SC2086  # LSLIB_EXTRA is a list of arguments
     timeout -s INT -k 60 "$left" "${PYTHON:-python3}" -m lslib reproduce mnist-lenet \
-        --protocol original --lenet-start .cache/lenet_mnist_model.pth --seed "$2" \
+        --protocol original --lenet-start "${LENET_START:-.cache/lenet_mnist_model.pth}" --seed "$2" \
         --methods "$3" --alphas "$4" --baselines "$5" --attacks clean,FGSM,BIM,DeepFool \
         --n-test 1000 --device "${DEVICE:-cuda}" --threads 1 --no-progress \
         --cache "$work/cache" --out "$work/$1" ${LSLIB_EXTRA:-}
