@@ -1195,7 +1195,8 @@ def merge_results(out: str | os.PathLike, parts: Iterable[str | os.PathLike]) ->
     """Merge the results tables ``parts`` into ``out`` (created if missing): the rows of runs
     that split one sweep between processes or machines, each writing its own ``--out``, made one
     table as if one run had computed them. ``out.meta.json`` gains every session of every part
-    (each marked ``merged_from``: the part's file name), so each row keeps its provenance.
+    (each marked ``merged_from``: the part's file name, or the file it was first merged from),
+    so each row keeps its provenance.
 
     Refused, with ``out`` left as it was: a part that is missing, damaged or being written; a
     row key in two files with different rows; rows of different seeds, data sources or quick
@@ -1242,7 +1243,7 @@ def merge_results(out: str | os.PathLike, parts: Iterable[str | os.PathLike]) ->
         known = {s.get("id") for s in meta["sessions"]}
         for p in parts:  # a session merged before (the same part again) is not added twice
             part_meta = load_meta(p.with_name(p.name + ".meta.json"), lambda msg: None)
-            meta["sessions"] += [{**s, "merged_from": p.name} for s in part_meta["sessions"]
+            meta["sessions"] += [{"merged_from": p.name, **s} for s in part_meta["sessions"]
                                  if s.get("id") is None or s.get("id") not in known]
         meta["output"] = out.name
         table = pd.DataFrame(sorted(merged.values(), key=_order_key), columns=list(COLUMNS))
