@@ -834,6 +834,14 @@ def _table_key(row: dict[str, Any]) -> str:
                      _fmt(row["T"]), str(row["protocol"]), str(row["attack"]), _fmt(row["eps"])])
 
 
+def _journal_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A row read from a results CSV as the journal holds it: NaN as None, ``n`` an int."""
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in raw.items()}
+    if isinstance(row.get("n"), float) and row["n"].is_integer():
+        row["n"] = int(row["n"])  # a column with a gap reads as floats
+    return row
+
+
 def adopt_table(out: Path, journal_keys: set[str],
                 plans: dict[str, tuple[Protocol, Any, str]]) -> list[dict[str, Any]]:
     """Journal entries for the rows of the table at ``out`` that the journal lacks (a table
@@ -851,10 +859,7 @@ def adopt_table(out: Path, journal_keys: set[str],
     table = read_results_checked(out)
     entries = []
     for raw in table.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-               for k, v in raw.items()}
-        if isinstance(row.get("n"), float) and row["n"].is_integer():
-            row["n"] = int(row["n"])  # a column with a gap reads as floats
+        row = _journal_row(raw)
         key = _table_key(raw)
         if key in journal_keys:
             continue
@@ -1172,8 +1177,7 @@ def _final_rows(path: Path) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     if path.is_file():
         for raw in read_results_checked(path).to_dict("records"):
-            rows[_table_key(raw)] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                     for k, v in raw.items()}
+            rows[_table_key(raw)] = _journal_row(raw)
     for entry in read_journal(path.with_name(path.name + ".journal.jsonl")):
         rows[entry["key"]] = entry["row"]
     return rows
