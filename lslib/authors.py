@@ -174,22 +174,87 @@ def find_slices(groups: Sequence[dict[int, float]], labels: torch.Tensor,
     return found
 
 
+#: :func:`file_slices` lists the slices that fit a file when there are at most this many.
+MAX_CANDIDATES = 5
+#: The authors' smoothing method names -> ours.
+METHOD_NAMES = {"adversarial": "ALS", "standard": "SLS", "boltzmann": "BLS",
+                "second_best": "SBLS"}
+#: Where the authors' runner saves each process's results before the run's file
+#: (``pid=N.csv``): these files name no data set.
+SCRATCH = "res_dataframes/tmp/"
+
+
+def _smoothed_models(raw: pd.DataFrame) -> str:
+    """The smoothed models of one of the authors' result files, in our names ("ALS 0.4",
+    "BLS 0.1 T=0.01"), comma-separated; "" when every model of the file has alpha 0."""
+    if "alpha" not in raw or "smoothing_method" not in raw:
+        return ""
+    cols = [c for c in ("smoothing_method", "alpha", "temperature") if c in raw]
+    models = raw.loc[raw["alpha"].astype(float) > 0, cols].drop_duplicates()
+    return ", ".join(
+        f"{METHOD_NAMES.get(str(r['smoothing_method']), r['smoothing_method'])} "
+        f"{float(r['alpha']):g}"
+        + (f" T={float(r['temperature']):g}" if pd.notna(r.get("temperature")) else "")
+        for _, r in models.iterrows())
+
+
+def _table_cells(raw: pd.DataFrame, overall: int) -> str:
+    """The published MNIST cells (Tables 2-5) that one of the authors' result files holds
+    digit for digit: a smoothed model's accuracy over all points that rounds to the paper's
+    three digits at the same method, alpha, attack and (FGSM, BIM) budget; "; "-separated,
+    e.g. "MNIST Linear ALS 0.4 CW". Only a hint where it stands alone (three digits can agree
+    by chance); the chapter weighs it."""
+    from lslib.paper_tables import paper_table
+
+    if "alpha" not in raw or "smoothing_method" not in raw:
+        return ""
+    paper = paper_table()
+    paper = paper[paper["setup"].isin(SETUPS) & paper["attack"].ne("clean")]
+    rows = raw[(raw["label"].astype(int) == overall) & (raw["alpha"].astype(float) > 0)]
+    found = []
+    for _, r in rows.iterrows():
+        method = METHOD_NAMES.get(str(r["smoothing_method"]))
+        cells = paper[(paper["defence"] == method)
+                      & (paper["alpha"] - float(r["alpha"])).abs().le(1e-9)
+                      & (paper["attack"] == r["attack_method"])]
+        if r["attack_method"] in ("FGSM", "BIM"):
+            cells = cells[(cells["eps"] - float(r["epsilon"])).abs().le(1e-9)]
+        for c in cells.itertuples():
+            if abs(round(float(r["acc"]), 3) - c.accuracy) < 1e-9:
+                found.append(f"{c.table_name} {c.defence} {c.alpha:g} {c.attack}"
+                             + (f" {c.eps:g}" if c.attack in ("FGSM", "BIM") else ""))
+    return "; ".join(dict.fromkeys(found))
+
+
 def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_dataframes/MNIST_",
-                sizes: Sequence[int] = SCAN_SIZES, log: Any = print) -> pd.DataFrame:
+                sizes: Sequence[int] = SCAN_SIZES, scratch: bool = True,
+                log: Any = print) -> pd.DataFrame:
     """Which test images each of the authors' MNIST result files was computed on
     (:func:`find_slices`), for every version of every file in the history of the clone
     ``repo`` (all branches), oldest first. One row per file version: the commit that first
     holds it and its date, the path, the blob, the attacks in the file, the number of
-    slices that fit and, where exactly one does, its first and last test image."""
+    slices that fit and, where exactly one does, its first and last test image; every slice
+    that fits as ``first-last`` where at most :data:`MAX_CANDIDATES` do; then its
+    smoothed models (``smoothing``, our names; empty when every model has alpha 0) and the
+    published MNIST cells it holds digit for digit (``table_cells``).
+
+    ``scratch``: also the runner's per-process files (:data:`SCRATCH`, ``pid=N.csv``), whose
+    name gives no data set; those that fit no slice of the MNIST test split are left out
+    (they are another data set's, or were computed on other images), and a scratch file
+    whose content equals a named file's (the same blob) is that file's row."""
     log_lines = _git(repo, "log", "--all", "--reverse", "--format=%H %cs", "--",
                      "res_dataframes").decode().split()
     seen, rows = set(), []
     for commit, date in zip(log_lines[::2], log_lines[1::2], strict=True):
         tree = _git(repo, "ls-tree", "-r", commit, "--", "res_dataframes").decode()
-        for line in tree.splitlines():
-            meta, path = line.split("\t", 1)
-            blob = meta.split()[2]
-            if not path.startswith(prefix) or not path.endswith(".csv") or blob in seen:
+        entries = [(line.split("\t", 1)[1], line.split("\t", 1)[0].split()[2])
+                   for line in tree.splitlines()]
+        # the named files first, so that a scratch copy of one is not a row of its own
+        entries.sort(key=lambda e: e[0].startswith(SCRATCH))
+        for path, blob in entries:
+            named = path.startswith(prefix)
+            if (not named and not (scratch and path.startswith(SCRATCH))
+                    or not path.endswith(".csv") or blob in seen):
                 continue
             seen.add(blob)
             raw = pd.read_csv(io.StringIO(_git(repo, "show", blob).decode()))
@@ -200,6 +265,8 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
                       for _, g in raw.groupby(keys, dropna=False)]
             groups = [{c: a for c, a in g.items() if c != overall} for g in groups]
             fits = find_slices(groups, labels, sizes)
+            if not named and not fits:
+                continue
             one = fits[0] if len(fits) == 1 else None
             rows.append({"commit": commit[:7], "date": date, "file": path[len("res_dataframes/"):],
                          "blob": blob[:7],
@@ -207,7 +274,11 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
                          "slices_fitting": len(fits),
                          "first_image": one[0] if one else None,
                          "last_image": one[0] + one[1] - 1 if one else None,
-                         "points": one[1] if one else None})
+                         "points": one[1] if one else None,
+                         "candidates": "; ".join(f"{a}-{a + k - 1}" for a, k in fits)
+                         if len(fits) <= MAX_CANDIDATES else "",
+                         "smoothing": _smoothed_models(raw),
+                         "table_cells": _table_cells(raw, overall)})
             log(f"{commit[:7]} {path}: {len(fits)} slice(s) fit"
                 + (f", test images {one[0]}-{one[0] + one[1] - 1}" if one else ""))
     out = pd.DataFrame(rows)
@@ -423,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the data root (default $LSLIB_DATA)")
     ap.add_argument("--slices", action="store_true",
                     help="attack nothing: write which test images every MNIST result file of "
-                         "the repository's history was computed on")
+                         "the repository's history was computed on (the runner's scratch files "
+                         "too), its smoothed models and the published cells it holds")
     ap.add_argument("--runner-slices", action="store_true",
                     help=f"attack nothing: write which MNIST test images the runner ({RUNNER}) "
                          "attacks at every commit that changed it")

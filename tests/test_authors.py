@@ -143,6 +143,41 @@ def test_file_slices_reads_the_test_images_of_every_file_version(fake_repo):
     assert (row["first_image"], row["last_image"], row["points"]) == (1000, 1000 + n - 1, n)
 
 
+def test_file_slices_reads_the_runners_scratch_files_and_names_the_cells_they_hold(fake_repo):
+    repo, test, n, name = fake_repo
+    y = test.y[1000:1000 + n]
+    hits = torch.rand(n, generator=torch.Generator().manual_seed(5)) < 0.1
+    tmp = repo / "res_dataframes" / "tmp"
+    tmp.mkdir()
+    # an ALS 0.4 CW run whose accuracy over all points rounds to the paper's MNIST Linear cell
+    # (Table 5: 0.073) and whose per-label accuracies are whole counts of images 1000-1199
+    per = {**_per_label(hits, y), 10: 0.0731}
+    pd.DataFrame([{"acc": a, "alpha": 0.4, "attack_method": "CW", "epsilon": 1, "label": c,
+                   "smoothing_method": "adversarial", "temperature": None}
+                  for c, a in per.items()]).to_csv(tmp / "pid=1.csv")
+    # a BLS run at T = 0.01 on the same images, at no published accuracy
+    per = {**_per_label(~hits, y), 10: 0.5}
+    pd.DataFrame([{"acc": a, "alpha": 0.1, "attack_method": "CW", "epsilon": 1, "label": c,
+                   "smoothing_method": "boltzmann", "temperature": 0.01}
+                  for c, a in per.items()]).to_csv(tmp / "pid=2.csv")
+    # a copy of the named file (the same blob: that file's row) and one of no slice (left out)
+    (tmp / "pid=3.csv").write_bytes((repo / "res_dataframes" / name).read_bytes())
+    raw = pd.read_csv(repo / "res_dataframes" / name, index_col=0).assign(acc=0.123456)
+    raw.to_csv(tmp / "pid=4.csv")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "the runner's scratch files")
+    got = authors.file_slices(repo, labels=test.y, sizes=(n - 50, n), log=lambda _: None)
+    assert got["file"].tolist() == [name, "tmp/pid=1.csv", "tmp/pid=2.csv"]
+    assert got["smoothing"].tolist() == ["", "ALS 0.4", "BLS 0.1 T=0.01"]
+    assert got["table_cells"].tolist() == ["", "MNIST Linear ALS 0.4 CW", ""]
+    assert got["first_image"].tolist()[1:] == [1000, 1000]
+    assert got["last_image"].tolist()[1:] == [1000 + n - 1] * 2
+    assert got["candidates"].tolist()[1:] == [f"1000-{1000 + n - 1}"] * 2
+    named = authors.file_slices(repo, labels=test.y, sizes=(n - 50, n), scratch=False,
+                                log=lambda _: None)
+    assert named["file"].tolist() == [name]
+
+
 def test_a_result_file_of_other_test_images_is_refused(fake_repo):
     repo, test, n, _ = fake_repo
     with pytest.raises(BadFileError, match="fit no test slice"):
