@@ -67,8 +67,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alphas", type=_cli.float_list(_cli.UNIT),
                    default=(0.005, 0.1, 0.4), help="smoothing parameters, each in [0, 1]")
     p.add_argument("--temperatures", type=_cli.float_list(_cli.POSITIVE),
-                   default=(0.001,),
-                   help="BLS temperatures, each > 0, probability scale (default: 0.001)")
+                   default=None,
+                   help="BLS temperatures, each > 0, probability scale (default: the "
+                        "protocol's: 0.001, under original 0.01)")
     p.add_argument("--baselines", default=("natural", "PGD-AT"),
                    type=_cli.name_list(("natural", "PGD-AT"), none_ok=True),
                    help="comma-separated natural,PGD-AT, or none (default: both)")
@@ -184,8 +185,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="only this attack")
     p.add_argument("--setup", default=None, choices=list(SETUPS), help="only this set-up")
     p.add_argument("--bls-temperature", type=_cli.number(_cli.POSITIVE),
-                   default=0.001, help="which of our BLS temperatures to compare (> 0, "
-                   "default 0.001)")
+                   default=None, help="which of our BLS temperatures to compare (> 0; default: "
+                   "each protocol's, 0.001, under original 0.01)")
     p.add_argument("--csv", type=_cli.output_file(), default=None,
                    help="also write the side-by-side table here")
     p.add_argument("--summary", action="store_true",
@@ -247,7 +248,9 @@ def _compare(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     ours = pd.concat([read_results_checked(p) for p in paths], ignore_index=True)
-    frame = side_by_side(ours, protocol=args.protocol, bls_temperature=args.bls_temperature)
+    frame = side_by_side(ours, protocol=args.protocol,
+                         bls_temperature="protocol" if args.bls_temperature is None
+                         else args.bls_temperature)
     if args.attack:
         frame = frame[frame["attack"] == args.attack]
     if args.setup:

@@ -87,7 +87,9 @@ def _check_cell(row: pd.Series, attack: str, got: float, want: float) -> None:
                            "not the one that made the table")
 
 
-def _original_rows(table: str | Path) -> pd.DataFrame:
+def _original_rows(table: str | Path, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The original-protocol rows of ``table``; of the models ``models`` (their model keys)
+    only, where given."""
     from lslib._checks import BadFileError
     from lslib.experiments import read_results
 
@@ -97,6 +99,12 @@ def _original_rows(table: str | Path) -> pd.DataFrame:
         raise BadFileError(table, "no row of the original protocol",
                            "give a table written by `python -m lslib reproduce SETUP "
                            "--protocol original`")
+    if models is not None:
+        missing = [m for m in models if m not in set(rows["model_key"])]
+        if missing:
+            raise BadFileError(table, f"no model {', '.join(missing)} of the original protocol",
+                               "give model keys from its model_key column")
+        rows = rows[rows["model_key"].isin(list(models))]
     return rows
 
 
@@ -369,14 +377,15 @@ def iterations_of_table(table: str | Path, iterations: Sequence[int], *,
                         cache: str | Path | None = None, data_root: str | None = None,
                         log: Callable[[str], Any] = print, execution: Any = None,
                         journal: str | Path | None = None,
-                        resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                        resumed: list[dict[str, Any]] | None = None,
+                        models: Sequence[str] | None = None) -> pd.DataFrame:
     """DeepFool's and CW's accuracy on every model of ``table`` with each count of
     ``iterations``: the original's ``--num_iter_attack``, which sets DeepFool's iterations and
     CW's Adam steps per binary-search step in the same call and which its command lines do not
     record. On the rows' test images; the count the table used must give the table's cell,
     which is checked. One row per model, attack and count. One job per model and attack
     (``execution``, ``journal``, ``resumed``: as for :func:`bugs_of_table`)."""
-    return pd.DataFrame(_run_kind(_original_rows(table), "iterations", ("DeepFool", "CW"),
+    return pd.DataFrame(_run_kind(_original_rows(table, models), "iterations", ("DeepFool", "CW"),
                                   {"iterations": [int(c) for c in iterations]}, cache=cache,
                                   data_root=data_root, log=log, execution=execution,
                                   journal=journal, resumed=resumed))
@@ -387,7 +396,8 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
                   attacks: Sequence[str] = ATTACKS,
                   log: Callable[[str], Any] = print, execution: Any = None,
                   journal: str | Path | None = None,
-                  resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                  resumed: list[dict[str, Any]] | None = None,
+                  models: Sequence[str] | None = None) -> pd.DataFrame:
     """The bug ladder of every model of the original-protocol rows of ``table`` (models from
     the model cache ``cache``; never trained here), at each FGSM/BIM budget of ``eps`` (default:
     the table's own), for the attacks in ``attacks``. One row per model, budget, switch and
@@ -399,7 +409,7 @@ def bugs_of_table(table: str | Path, *, cache: str | Path | None = None,
     to this JSON-lines file as soon as it is done, and a later call with the same journal reads
     them back instead of attacking again (``resumed`` collects their provenance). Every attack
     is seeded per job, so the rows do not depend on the execution or on resuming."""
-    rows = _original_rows(table)
+    rows = _original_rows(table, models)
     if eps is None:
         eps = sorted(set(rows.loc[rows["attack"].isin(("FGSM", "BIM")), "eps"]))
     bad = [e for e in eps if not 0 <= e <= 1]
@@ -441,7 +451,8 @@ def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHO
                     cache: str | Path | None = None, data_root: str | None = None,
                     log: Callable[[str], Any] = print, execution: Any = None,
                     journal: str | Path | None = None,
-                    resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                    resumed: list[dict[str, Any]] | None = None,
+                    models: Sequence[str] | None = None) -> pd.DataFrame:
     """Every clean, FGSM, BIM and DeepFool cell of the original-protocol ``table`` on other
     slices of the test set: each model attacked once on every image from the first of
     ``slices`` (and of the table's own slice) to the last, then each slice's accuracy read off
@@ -456,7 +467,7 @@ def slices_of_table(table: str | Path, slices: Sequence[tuple[int, int]] = AUTHO
     if not spans or bad:
         raise ValueError(f"slices must be first-last image ranges with 0 <= first <= last, "
                          f"got {bad or 'none'}")
-    rows = _original_rows(table)
+    rows = _original_rows(table, models)
     last = max(b for _, b in spans)
     for _, first in rows.drop_duplicates(["setup", "data_source", "seed"]).iterrows():
         test, _ = _split_and_protocol(first, data_root)
@@ -473,7 +484,8 @@ def versions_of_table(table: str | Path, versions: Sequence[str], *,
                       attacks: Sequence[str] = ("CW",), cache: str | Path | None = None,
                       data_root: str | None = None, log: Callable[[str], Any] = print,
                       execution: Any = None, journal: str | Path | None = None,
-                      resumed: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                      resumed: list[dict[str, Any]] | None = None,
+                      models: Sequence[str] | None = None) -> pd.DataFrame:
     """Each attack of ``attacks`` on every model of the original-protocol ``table``, on the
     rows' test images and at the table's budgets, under each version of ``versions`` (names of
     :data:`lslib.original.VERSIONS`: the code of another commit of the authors' repository), with
@@ -489,7 +501,7 @@ def versions_of_table(table: str | Path, versions: Sequence[str], *,
     if not names or bad:
         raise ValueError(f"versions must be names of lslib.original.VERSIONS "
                          f"({', '.join(original.VERSIONS)}), got {list(versions)}")
-    return pd.DataFrame(_run_kind(_original_rows(table), "versions",
+    return pd.DataFrame(_run_kind(_original_rows(table, models), "versions",
                                   [a for a in ATTACKS if a in attacks], {"versions": names},
                                   cache=cache, data_root=data_root, log=log,
                                   execution=execution, journal=journal, resumed=resumed))
@@ -519,6 +531,15 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def _model_keys(text: str) -> tuple[str, ...]:
+    """--models: comma-separated model keys, none empty."""
+    keys = tuple(k.strip() for k in text.split(","))
+    if not all(keys):
+        raise argparse.ArgumentTypeError(f"an empty model key in {text!r}: give model_key values "
+                                         "of the table, comma-separated")
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     from lslib import _cli, original
     from lslib.experiments import OutputBusyError, exclusive_output
@@ -546,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of the ladder: the attacks of --attacks under each of these "
                          "versions of the original code, comma-separated (of: "
                          f"{', '.join(original.VERSIONS)})")
+    ap.add_argument("--models", type=_model_keys, default=None, metavar="KEYS",
+                    help="only these models of the table: their model_key, comma-separated "
+                         "(default: every model)")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1,
                     help="torch threads per job (default 1)")
@@ -564,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         resumed: list[dict[str, Any]] = []
-        kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed)
+        kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed,
+                  models=args.models)
         if args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, **kw)
         elif args.versions is not None:
@@ -587,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{a}-{b}" for a, b in args.slices],
                             attacks=list(SLICE_ATTACKS if args.slices is not None
                                          else args.attacks),
+                            models=None if args.models is None else list(args.models),
                             execution=execution.describe(), **extra)
         journal.unlink(missing_ok=True)  # the table holds every row now
         return 0

@@ -238,7 +238,8 @@ class Protocol:
     ``bim`` holds keyword arguments of :func:`lslib.attacks.bim` with the step given as
     ``step_frac`` (step = step_frac * eps); ``n``: test images per attack (None: the set-up's
     paper slice), ``n_clean`` for the clean accuracy (None: the same as ``n``; 0: the whole test
-    set), ``n_cw`` for CW."""
+    set), ``n_cw`` for CW. ``bls_temperature``: the BLS temperature (probability scale) a sweep
+    uses under this protocol unless it is given its own."""
 
     name: str
     smoothed_loss: bool
@@ -251,6 +252,7 @@ class Protocol:
     n_cw: int | None = None
     engine: str = "lslib"
     switches: Any = None
+    bls_temperature: float = 0.001
 
     def quick(self) -> Protocol:
         """A miniature of the protocol for CI (same code paths, tiny iteration counts)."""
@@ -349,11 +351,12 @@ PROTOCOLS: dict[str, Protocol] = {
 # protocol's attack settings, BIM without its early stop, CW as the original's CW class runs it
 # (4 binary-search steps; 50 Adam steps each, see lslib.original "How many CW iterations"), on
 # their test slices (lslib.original "Which test images"): test images 1000-9999 for FGSM, BIM,
-# DeepFool and the clean accuracy, 1000-1999 for CW
+# DeepFool and the clean accuracy, 1000-1999 for CW; BLS at the temperature of the authors' file
+# of the tables' BLS cells, 0.01 (lslib.original "Which temperature")
 PROTOCOLS["original"] = dataclasses.replace(
     PROTOCOLS["paper"], name="original", bim={**PROTOCOLS["paper"].bim, "early_stop": False},
     cw={**PROTOCOLS["paper"].cw, "binary_search_steps": 4, "steps": 50},
-    n=9000, n_cw=1000, engine="original")
+    n=9000, n_cw=1000, engine="original", bls_temperature=0.01)
 #: Set-ups the original protocol covers (its models and data are the MNIST ones).
 ORIGINAL_SETUPS = ("mnist-linear", "mnist-lenet")
 
@@ -393,11 +396,12 @@ def _check_sweep_numbers(sweep: Sweep) -> None:
         raise ValueError("methods and baselines are both empty: give at least one defence")
     if sweep.methods and not sweep.alphas:
         raise ValueError("alphas is empty: the smoothing methods need at least one alpha")
-    if "BLS" in sweep.methods and not sweep.temperatures:
-        raise ValueError("temperatures is empty: BLS needs at least one temperature")
+    if "BLS" in sweep.methods and sweep.temperatures is not None and not sweep.temperatures:
+        raise ValueError("temperatures is empty: BLS needs at least one temperature (or None "
+                         "for each protocol's)")
     for a in sweep.alphas:
         check_unit_interval("alphas entry", a)
-    for t in sweep.temperatures:
+    for t in sweep.temperatures or ():
         check_positive("temperatures entry", t)
     if sweep.eps is not None:
         if not sweep.eps:
@@ -416,7 +420,8 @@ class Sweep:
     """A sweep as data: the product set-ups x defences x protocols x attacks x eps.
 
     The defences are every smoothing method in ``methods`` at every alpha in ``alphas`` (BLS also
-    at every T in ``temperatures``) plus the ``baselines`` ("natural", "PGD-AT"). ``eps=None``
+    at every T in ``temperatures``; None: at each protocol's :attr:`Protocol.bls_temperature`)
+    plus the ``baselines`` ("natural", "PGD-AT"). ``eps=None``
     uses each set-up's eps (the paper's 0.05, 0.2, 0.4; 0.4 is missing for CIFAR ResNet and SVHN).
     ``quick`` shrinks training and attacks (:meth:`Protocol.quick`); ``n_test`` overrides every
     test-slice size of the protocols; ``data_source="synthetic"`` uses random stand-in data.
@@ -428,7 +433,7 @@ class Sweep:
     protocols: tuple[str, ...] = ("paper", "strong")
     methods: tuple[str, ...] = ("ALS", "SLS", "BLS", "SBLS")
     alphas: tuple[float, ...] = (0.005, 0.1, 0.4)
-    temperatures: tuple[float, ...] = (0.001,)
+    temperatures: tuple[float, ...] | None = None
     baselines: tuple[str, ...] = ("natural", "PGD-AT")
     attacks: tuple[str, ...] = ATTACK_NAMES
     eps: tuple[float, ...] | None = None
@@ -462,11 +467,22 @@ class Sweep:
                                  f"not {', '.join(other)}")
         _check_sweep_numbers(self)
 
-    def defences(self, setup: SetUp | None = None) -> list[Defence]:
+    def bls_temperatures(self, protocol: str | None = None) -> tuple[float, ...]:
+        """The BLS temperatures of the sweep under ``protocol`` (None: under any of its
+        protocols): ``temperatures``, or the protocols' own (:attr:`Protocol.bls_temperature`)."""
+        if self.temperatures is not None:
+            return tuple(self.temperatures)
+        names = self.protocols if protocol is None else (protocol,)
+        return tuple(dict.fromkeys(PROTOCOLS[p].bls_temperature for p in names))
+
+    def defences(self, setup: SetUp | None = None,
+                 protocol: str | None = None) -> list[Defence]:
+        """The defences of the sweep on ``setup`` (PGD-AT is not run on CIFAR ResNet) under
+        ``protocol`` (None: under any of the sweep's protocols; it sets BLS's temperatures)."""
         out = []
         for m in self.methods:
             for a in self.alphas:
-                temps = self.temperatures if m == "BLS" else (None,)
+                temps = self.bls_temperatures(protocol) if m == "BLS" else (None,)
                 out += [Defence(m, a, t) for t in temps]
         for b in self.baselines:
             if b == "PGD-AT" and setup is not None and setup.name == "cifar-resnet":
@@ -488,7 +504,7 @@ class Sweep:
             setup = SETUPS[s]
             eps = setup.eps if self.eps is None else self.eps
             for p in self.protocols:
-                for d in self.defences(setup):
+                for d in self.defences(setup, p):
                     for a in self.attacks:
                         if a in ("FGSM", "BIM"):
                             out += [Row(s, d, p, a, float(e)) for e in eps]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "RESULTS_URL",
     "SETUP_NAMES",
     "TABLES",
+    "at_temperature",
     "find_results",
     "format_share_within",
     "format_side_by_side",
@@ -280,12 +282,32 @@ _KEYS = ["setup", "defence", "alpha", "attack", "eps"]
 _NA = -1.0  # stands for NaN in merge keys
 
 
+def at_temperature(rows: pd.DataFrame, temperature: float | str = "protocol") -> pd.Series:
+    """Which of ``rows`` (a table with columns defence, T and, for "protocol", protocol) are not
+    BLS or are BLS at ``temperature``: a number, or "protocol", each row's protocol's
+    (:attr:`lslib.experiments.Protocol.bls_temperature`). A boolean mask."""
+    from lslib.experiments import PROTOCOLS
+
+    if isinstance(temperature, str):
+        if temperature != "protocol":
+            raise ValueError(f"temperature must be a number or 'protocol', got {temperature!r}")
+        want = rows["protocol"].map(lambda p: PROTOCOLS[p].bls_temperature
+                                    if p in PROTOCOLS else np.nan).astype(float)
+    else:
+        want = pd.Series(float(temperature), index=rows.index)
+    t = pd.to_numeric(rows["T"], errors="coerce")
+    return (rows["defence"] != "BLS") | (t - want).abs().le(1e-12 * np.maximum(want, 1))
+
+
 def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
-                 bls_temperature: float | None = 0.001) -> pd.DataFrame:
+                 bls_temperature: float | str | None = "protocol") -> pd.DataFrame:
     """The paper's cells beside ours, for the set-ups (and protocols) present in ``ours``.
 
     ``ours`` is a results table of :func:`lslib.experiments.run_sweep`. Our BLS rows are taken at
-    temperature ``bls_temperature`` (None: keep every T). Returns one row per paper cell and
+    temperature ``bls_temperature``: "protocol" (the default), each row's protocol's
+    (:attr:`lslib.experiments.Protocol.bls_temperature`: 0.001, under ``original`` 0.01, the
+    temperature of the authors' file of the tables' BLS cells); a number, that one; None, every
+    T (a BLS cell then appears once per T). Returns one row per paper cell and
     protocol, columns setup, protocol, defence, alpha, T, attack, eps, paper, ours, diff
     (ours - paper), n, l2_median (ours, DeepFool/CW), paper_best; cells we did not run have
     ``ours`` NaN.
@@ -294,8 +316,7 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     if protocol is not None:
         o = o[o["protocol"] == protocol]
     if bls_temperature is not None and "T" in o:
-        bls = o["defence"] == "BLS"
-        o = o[~bls | (o["T"] - bls_temperature).abs().le(1e-12 * max(bls_temperature, 1))]
+        o = o[at_temperature(o, bls_temperature)]
     p = paper_table()
     p = p[p["setup"].isin(o["setup"].unique())]
     out = []
@@ -392,6 +413,21 @@ def summarise_differences(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataF
     return out
 
 
+def _one_temperature(rows: pd.DataFrame, what: str) -> None:
+    """Refuse ``rows`` that hold one BLS model at two temperatures: a helper that sets runs of
+    the same models side by side by method and alpha would mix two models. Filter first
+    (:func:`at_temperature`)."""
+    if "T" not in rows or "defence" not in rows:
+        return
+    bls = rows[rows["defence"] == "BLS"]
+    keys = [k for k in ("setup", "alpha") if k in bls]
+    many = bls.groupby(keys, dropna=False)["T"].nunique()
+    if (many > 1).any():
+        where = ", ".join(map(str, many[many > 1].index))
+        raise ValueError(f"{what} holds BLS at more than one temperature ({where}): keep one "
+                         "with at_temperature()")
+
+
 def across_seeds(first: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """The cells of the models ``reruns`` trained again with other seeds, beside ``first`` (the
     rows of the same set-up's table, every model; seed 0): one row per model and cell of the
@@ -401,10 +437,11 @@ def across_seeds(first: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.DataFram
     first = first.merge(models, on=["defence", "alpha"])
     first = first[first["attack"].isin(set(reruns["attack"]))]
     rows = pd.concat([first, reruns], ignore_index=True)
+    _one_temperature(rows, "across_seeds's rows")
     train = rows.drop_duplicates(["defence", "alpha", "seed"]).set_index(
         ["defence", "alpha", "seed"])["train_seconds"].astype(float)
-    cells = side_by_side(rows.assign(
-        protocol=lambda d: "seed " + d["seed"].astype(str))).dropna(subset=["ours"])
+    cells = side_by_side(rows.assign(protocol=lambda d: "seed " + d["seed"].astype(str)),
+                         bls_temperature=None).dropna(subset=["ours"])
     index = ["defence", "alpha", "attack", "eps"]
     wide = cells.pivot_table(index=index, columns="protocol", values="ours", dropna=False)
     seeds = list(wide.columns)
@@ -427,7 +464,10 @@ def two_runs(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
     diff_first and diff_second (ours - paper; ``paper`` NaN where the paper prints "/") and
     shift (second - first)."""
     key = ["setup", "defence", "alpha", "attack", "eps"]
-    a, b = (side_by_side(t.assign(protocol="run")).dropna(subset=["ours"]) for t in (first, second))
+    for name, t in (("first", first), ("second", second)):
+        _one_temperature(t, f"two_runs's {name} table")
+    a, b = (side_by_side(t.assign(protocol="run"), bls_temperature=None).dropna(subset=["ours"])
+            for t in (first, second))
     both = a[[*key, "paper", "ours"]].merge(b[[*key, "ours"]], on=key, how="inner",
                                             suffixes=("_first", "_second"), validate="1:1")
     both = both.rename(columns={"ours_first": "first", "ours_second": "second"})
@@ -449,14 +489,16 @@ def slice_fit(slices: pd.DataFrame, rung: pd.DataFrame, *, tol: float = 0.05) ->
     attack cells of Tables 2-5, CW included)."""
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
+    _one_temperature(slices, "slice_fit's slices")
+    _one_temperature(rung, "slice_fit's rung")
     out = []
     for setup, rows in slices.groupby("setup", sort=False):
         cw = side_by_side(rung[(rung["setup"] == setup) & (rung["attack"] == "CW")]
-                          .assign(protocol="original"))
+                          .assign(protocol="original"), bls_temperature=None)
         cw = cw[cw["paper"].notna() & cw["ours"].notna()]
         cw_within = int((cw["diff"].abs() <= tol + 1e-12).sum())
         for (first, last), one in rows.groupby(["first_image", "last_image"]):
-            cells = side_by_side(one.assign(protocol="original"))
+            cells = side_by_side(one.assign(protocol="original"), bls_temperature=None)
             cells = cells[cells["paper"].notna() & cells["ours"].notna()]
             within = cells["diff"].abs() <= tol + 1e-12
             fit: dict[str, Any] = {"setup": setup, "first_image": int(first),

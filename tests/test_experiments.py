@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -48,6 +49,15 @@ def test_the_full_sweep_has_one_row_per_cell():
     bls_t = Sweep(setups=("mnist-linear",), methods=("BLS",), temperatures=(1e-3, 1e-2),
                   baselines=())
     assert len(bls_t.defences()) == 6
+    # without temperatures, BLS runs at each protocol's: 0.001, under original 0.01
+    both = Sweep(setups=("mnist-linear",), protocols=("paper", "original"), methods=("BLS",),
+                 alphas=(0.1,), baselines=(), attacks=("CW",))
+    assert {(r.protocol, r.defence.temperature) for r in both.rows()} == {
+        ("paper", 0.001), ("original", 0.01)}
+    assert [d.temperature for d in both.defences()] == [0.001, 0.01]
+    assert [d.temperature for d in both.defences(protocol="original")] == [0.01]
+    given = dataclasses.replace(both, temperatures=(0.1,))
+    assert {r.defence.temperature for r in given.rows()} == {0.1}
 
 
 def test_sweep_and_defence_validate_their_arguments():

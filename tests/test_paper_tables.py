@@ -18,6 +18,7 @@ from lslib.paper_tables import (
     EPS,
     PAPER_SUBMITTED,
     SETUP_NAMES,
+    at_temperature,
     format_side_by_side,
     paper_table,
     paper_wide,
@@ -141,6 +142,30 @@ def test_side_by_side_matches_cells_and_computes_the_difference():
     assert s["ours"].notna().sum() == 3
     only_paper = side_by_side(_ours(), protocol="paper")
     assert set(only_paper["protocol"]) == {"paper"}
+
+
+def test_side_by_side_takes_bls_at_each_protocols_temperature():
+    # the same BLS cell at two temperatures under the paper and the original protocol: the
+    # paper's rung compares T = 0.001, the original's T = 0.01 (the authors' file of the
+    # tables' BLS cells), unless one temperature is asked for, or every one (None)
+    rows = [dict(setup="mnist-linear", protocol=p, defence="BLS", alpha=0.1, T=t,
+                 attack="CW", eps=math.nan, accuracy=acc, n=1000)
+            for p in ("paper", "original") for t, acc in ((0.001, 0.3), (0.01, 0.6))]
+    ours = pd.DataFrame(rows)
+
+    def cell(frame, protocol):
+        got = frame[(frame.protocol == protocol) & (frame.defence == "BLS")
+                    & (frame.alpha == 0.1) & (frame.attack == "CW")]
+        return sorted(got["ours"])
+
+    s = side_by_side(ours)
+    assert cell(s, "paper") == [0.3] and cell(s, "original") == [0.6]
+    s = side_by_side(ours, bls_temperature=0.01)
+    assert cell(s, "paper") == [0.6] and cell(s, "original") == [0.6]
+    s = side_by_side(ours, bls_temperature=None)
+    assert cell(s, "paper") == [0.3, 0.6]
+    with pytest.raises(ValueError, match="a number or 'protocol'"):
+        side_by_side(ours, bls_temperature="hot")
 
 
 def test_format_side_by_side_prints_paper_ours_and_difference():
@@ -364,6 +389,7 @@ def test_across_seeds_sets_each_seed_beside_the_paper():
 
     first = read_results(Path(__file__).resolve().parents[1] / "results"
                          / "mnist-linear-original.csv")
+    first = first[at_temperature(first)]
     rerun = first[(first["defence"] == "natural") & first["attack"].isin(["clean", "FGSM"])]
     rerun = rerun.assign(seed=1, accuracy=(rerun["accuracy"] + 0.01).clip(upper=1.0),
                          train_seconds=7.0)
@@ -383,13 +409,20 @@ def test_two_runs_sets_both_tables_beside_the_paper_cell_by_cell():
     from lslib.experiments import read_results
     from lslib.paper_tables import paper_table, two_runs
 
-    first = read_results(Path(__file__).resolve().parents[1] / "results"
+    table = read_results(Path(__file__).resolve().parents[1] / "results"
                          / "mnist-linear-original.csv")
+    # the table holds BLS at two temperatures (two models each): the helper refuses to pair
+    # them by method and alpha, and takes the rung's once filtered
+    with pytest.raises(ValueError, match="more than one temperature"):
+        two_runs(table, table)
+    first = table[at_temperature(table)]
     second = first[first["attack"].isin(["clean", "FGSM", "DeepFool"])]
     second = second.assign(accuracy=second["accuracy"] - 0.02 * (second["attack"] == "FGSM"))
     both = two_runs(first, second)
     # only the cells both ran: 14 models x (clean + 3 FGSM budgets + DeepFool)
+    assert first["model_key"].nunique() == 14
     assert len(both) == 14 * 5 and set(both["attack"]) == {"clean", "FGSM", "DeepFool"}
+    assert set(both.loc[both["defence"] == "BLS", "T"]) == {0.01}
     fgsm = both["attack"] == "FGSM"
     assert both.loc[fgsm, "shift"].round(9).eq(-0.02).all()
     assert both.loc[~fgsm, "shift"].eq(0).all()
@@ -407,7 +440,11 @@ def test_slice_fit_on_the_rungs_own_slice_is_the_rungs_share(stem):
     share_within counts on the rung itself, per table and over Tables 2-5 (CW included)."""
     results = Path(__file__).resolve().parents[1] / "results"
     rung = pd.read_csv(results / f"{stem}.csv")
-    slices = pd.read_csv(results / f"{stem}-slices.csv")
+    slices = pd.concat([pd.read_csv(f) for f in sorted(results.glob(f"{stem}*-slices.csv"))
+                        ], ignore_index=True)
+    # BLS at the rung's temperature only (the tables also hold the BLS models at 0.001)
+    rung = rung[at_temperature(rung)]
+    slices = slices[at_temperature(slices.assign(protocol="original"))]
     fit = slice_fit(slices, rung)
     assert fit["protocol"].sum() == 1 and (fit["cells"] == 112).all()
     own = fit[fit["protocol"]].iloc[0]
