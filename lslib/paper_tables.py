@@ -283,16 +283,17 @@ _NA = -1.0  # stands for NaN in merge keys
 
 
 def at_temperature(rows: pd.DataFrame, temperature: float | str = "protocol") -> pd.Series:
-    """Which of ``rows`` (a table with columns defence, T and, for "protocol", protocol) are not
-    BLS or are BLS at ``temperature``: a number, or "protocol", each row's protocol's
-    (:attr:`lslib.experiments.Protocol.bls_temperature`). A boolean mask."""
+    """Which of ``rows`` (a table with columns defence, T and, for "protocol", protocol and
+    setup) are not BLS or are BLS at ``temperature``: a number, or "protocol", each row's
+    protocol's on its set-up (:meth:`lslib.experiments.Protocol.bls_t`). A boolean mask."""
     from lslib.experiments import PROTOCOLS
 
     if isinstance(temperature, str):
         if temperature != "protocol":
             raise ValueError(f"temperature must be a number or 'protocol', got {temperature!r}")
-        want = rows["protocol"].map(lambda p: PROTOCOLS[p].bls_temperature
-                                    if p in PROTOCOLS else np.nan).astype(float)
+        want = pd.Series([PROTOCOLS[p].bls_t(s) if p in PROTOCOLS else np.nan
+                          for p, s in zip(rows["protocol"], rows["setup"], strict=True)],
+                         index=rows.index, dtype=float)
     else:
         want = pd.Series(float(temperature), index=rows.index)
     t = pd.to_numeric(rows["T"], errors="coerce")
@@ -304,10 +305,10 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     """The paper's cells beside ours, for the set-ups (and protocols) present in ``ours``.
 
     ``ours`` is a results table of :func:`lslib.experiments.run_sweep`. Our BLS rows are taken at
-    temperature ``bls_temperature``: "protocol" (the default), each row's protocol's
-    (:attr:`lslib.experiments.Protocol.bls_temperature`: 0.001, under ``original`` 0.01, the
-    temperature of the authors' file of the tables' BLS cells); a number, that one; None, every
-    T (a BLS cell then appears once per T). Returns one row per paper cell and
+    temperature ``bls_temperature``: "protocol" (the default), each row's protocol's on its
+    set-up (:meth:`lslib.experiments.Protocol.bls_t`: 0.001, under ``original`` on the MLP 0.01,
+    the temperature of the authors' file of its BLS cells); a number, that one; None, every T (a
+    BLS cell then appears once per T). Returns one row per paper cell and
     protocol, columns setup, protocol, defence, alpha, T, attack, eps, paper, ours, diff
     (ours - paper), n, l2_median (ours, DeepFool/CW), paper_best; cells we did not run have
     ``ours`` NaN.
@@ -460,7 +461,8 @@ def across_seeds(first: pd.DataFrame, reruns: pd.DataFrame) -> tuple[pd.DataFram
 def two_runs(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
     """The paper's cells that two results tables both ran, each table's number beside the
     paper's: the same models attacked on other test images, or models trained from another
-    start. One row per cell: setup, defence, alpha, attack, eps, paper, first, second,
+    start. One row per cell: setup, defence, alpha, attack, eps, T (BLS's temperature; one per
+    model, or an error), paper, first, second,
     diff_first and diff_second (ours - paper; ``paper`` NaN where the paper prints "/") and
     shift (second - first)."""
     key = ["setup", "defence", "alpha", "attack", "eps"]
@@ -468,7 +470,7 @@ def two_runs(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
         _one_temperature(t, f"two_runs's {name} table")
     a, b = (side_by_side(t.assign(protocol="run"), bls_temperature=None).dropna(subset=["ours"])
             for t in (first, second))
-    both = a[[*key, "paper", "ours"]].merge(b[[*key, "ours"]], on=key, how="inner",
+    both = a[[*key, "T", "paper", "ours"]].merge(b[[*key, "ours"]], on=key, how="inner",
                                             suffixes=("_first", "_second"), validate="1:1")
     both = both.rename(columns={"ours_first": "first", "ours_second": "second"})
     both["diff_first"] = both["first"] - both["paper"]
