@@ -150,6 +150,23 @@ def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_wou
     meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
     assert meta["slices"] == ["0-9"] and meta["attacks"] == list(bugs.SLICE_ATTACKS)
     assert len(pd.read_csv(tmp_path / "s.csv")) == len(cells) * 2
+    # --models: only those models of the table, the same rows as the whole run gives them
+    sls = table.loc[table["defence"] == "SLS", "model_key"].iloc[0]
+    assert bugs.main([str(out), "--slices", "0-9", "--models", sls, *o]) == 0
+    one = pd.read_csv(tmp_path / "s.csv")
+    assert set(one["model_key"]) == {sls}
+    assert json.loads((tmp_path / "s.csv.meta.json").read_text())["models"] == [sls]
+    whole = got[(got["model_key"] == sls) & (got["first_image"] == 0) & (got["last_image"] == 9)]
+    key = ["attack", "eps", "first_image", "last_image"]
+    pair = one.merge(got[got["model_key"] == sls], on=key, suffixes=("", "_whole"),
+                     validate="1:1")
+    assert len(pair) == len(one) == 2 * len(whole) > 0  # on 0-9 and on the table's slice
+    assert (pair["accuracy"] - pair["accuracy_whole"]).abs().max() < 1e-12
+    for models, says in [("orig-nosuchmodel", "no model orig-nosuchmodel"),
+                         (f"{sls},", "an empty model key")]:
+        assert _exit_code([str(out), "--slices", "0-9", "--models", models, *o]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_killed_run_resumes_from_its_journal_and_gives_the_same_rows(tmp_path):
