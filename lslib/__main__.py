@@ -69,7 +69,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperatures", type=_cli.float_list(_cli.POSITIVE),
                    default=None,
                    help="BLS temperatures, each > 0, probability scale (default: the "
-                        "protocol's: 0.001, under original on mnist-linear 0.01)")
+                        "protocol's: 0.001, under original 0.01)")
     p.add_argument("--baselines", default=("natural", "PGD-AT"),
                    type=_cli.name_list(("natural", "PGD-AT"), none_ok=True),
                    help="comma-separated natural,PGD-AT, or none (default: both)")
@@ -186,7 +186,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--setup", default=None, choices=list(SETUPS), help="only this set-up")
     p.add_argument("--bls-temperature", type=_cli.number(_cli.POSITIVE),
                    default=None, help="which of our BLS temperatures to compare (> 0; default: "
-                   "each protocol's, 0.001, under original on mnist-linear 0.01)")
+                   "each protocol's, 0.001, under original 0.01)")
     p.add_argument("--csv", type=_cli.output_file(), default=None,
                    help="also write the side-by-side table here")
     p.add_argument("--summary", action="store_true",

@@ -239,8 +239,7 @@ class Protocol:
     ``step_frac`` (step = step_frac * eps); ``n``: test images per attack (None: the set-up's
     paper slice), ``n_clean`` for the clean accuracy (None: the same as ``n``; 0: the whole test
     set), ``n_cw`` for CW. ``bls_temperature``: the BLS temperature (probability scale) a sweep
-    uses under this protocol unless it is given its own; ``bls_temperature_by_setup``: other
-    temperatures for some set-ups, as (set-up, T) pairs (:meth:`bls_t`)."""
+    uses under this protocol unless it is given its own."""
 
     name: str
     smoothed_loss: bool
@@ -254,11 +253,6 @@ class Protocol:
     engine: str = "lslib"
     switches: Any = None
     bls_temperature: float = 0.001
-    bls_temperature_by_setup: tuple[tuple[str, float], ...] = ()
-
-    def bls_t(self, setup: str | None = None) -> float:
-        """The BLS temperature of this protocol on ``setup`` (a set-up's name)."""
-        return dict(self.bls_temperature_by_setup).get(setup or "", self.bls_temperature)
 
     def quick(self) -> Protocol:
         """A miniature of the protocol for CI (same code paths, tiny iteration counts)."""
@@ -357,13 +351,12 @@ PROTOCOLS: dict[str, Protocol] = {
 # protocol's attack settings, BIM without its early stop, CW as the original's CW class runs it
 # (4 binary-search steps; 50 Adam steps each, see lslib.original "How many CW iterations"), on
 # their test slices (lslib.original "Which test images"): test images 1000-9999 for FGSM, BIM,
-# DeepFool and the clean accuracy, 1000-1999 for CW; BLS on the MLP at the temperature of the
-# authors' file of its table cells, 0.01, on the LeNet (no file) at the paper's default, 0.001
-# (lslib.original "Which temperature")
+# DeepFool and the clean accuracy, 1000-1999 for CW; BLS at the temperature of the authors' one
+# file of BLS table cells, 0.01 (lslib.original "Which temperature")
 PROTOCOLS["original"] = dataclasses.replace(
     PROTOCOLS["paper"], name="original", bim={**PROTOCOLS["paper"].bim, "early_stop": False},
     cw={**PROTOCOLS["paper"].cw, "binary_search_steps": 4, "steps": 50},
-    n=9000, n_cw=1000, engine="original", bls_temperature_by_setup=(("mnist-linear", 0.01),))
+    n=9000, n_cw=1000, engine="original", bls_temperature=0.01)
 #: Set-ups the original protocol covers (its models and data are the MNIST ones).
 ORIGINAL_SETUPS = ("mnist-linear", "mnist-lenet")
 
@@ -427,7 +420,7 @@ class Sweep:
     """A sweep as data: the product set-ups x defences x protocols x attacks x eps.
 
     The defences are every smoothing method in ``methods`` at every alpha in ``alphas`` (BLS also
-    at every T in ``temperatures``; None: at each protocol's, :meth:`Protocol.bls_t`)
+    at every T in ``temperatures``; None: at each protocol's, :attr:`Protocol.bls_temperature`)
     plus the ``baselines`` ("natural", "PGD-AT"). ``eps=None``
     uses each set-up's eps (the paper's 0.05, 0.2, 0.4; 0.4 is missing for CIFAR ResNet and SVHN).
     ``quick`` shrinks training and attacks (:meth:`Protocol.quick`); ``n_test`` overrides every
@@ -474,16 +467,13 @@ class Sweep:
                                  f"not {', '.join(other)}")
         _check_sweep_numbers(self)
 
-    def bls_temperatures(self, protocol: str | None = None,
-                         setup: str | None = None) -> tuple[float, ...]:
-        """The BLS temperatures of the sweep under ``protocol`` on ``setup`` (None: under any
-        of its protocols, on any of its set-ups): ``temperatures``, or the protocols' own
-        (:meth:`Protocol.bls_t`)."""
+    def bls_temperatures(self, protocol: str | None = None) -> tuple[float, ...]:
+        """The BLS temperatures of the sweep under ``protocol`` (None: under any of its
+        protocols): ``temperatures``, or the protocols' own (:attr:`Protocol.bls_temperature`)."""
         if self.temperatures is not None:
             return tuple(self.temperatures)
         names = self.protocols if protocol is None else (protocol,)
-        setups = self.setups if setup is None else (setup,)
-        return tuple(dict.fromkeys(PROTOCOLS[p].bls_t(s) for p in names for s in setups))
+        return tuple(dict.fromkeys(PROTOCOLS[p].bls_temperature for p in names))
 
     def defences(self, setup: SetUp | None = None,
                  protocol: str | None = None) -> list[Defence]:
@@ -492,8 +482,7 @@ class Sweep:
         out = []
         for m in self.methods:
             for a in self.alphas:
-                temps = (self.bls_temperatures(protocol, None if setup is None else setup.name)
-                         if m == "BLS" else (None,))
+                temps = self.bls_temperatures(protocol) if m == "BLS" else (None,)
                 out += [Defence(m, a, t) for t in temps]
         for b in self.baselines:
             if b == "PGD-AT" and setup is not None and setup.name == "cifar-resnet":

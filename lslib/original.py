@@ -91,12 +91,11 @@ Which temperature. The runner sweeps BLS over T in {1e-4, 1e-3, 1e-2, 0.1} (``np
 -1, 4)``, hard-coded at 919c8a0), and the paper names none for its tables ("T = 0.001 for example
 is a good default value"). The one file of the tables' BLS cells, the CW file of 919c8a0 above,
 holds BLS at a single temperature, 0.01: its three BLS rows are the published Table 5 cells of
-MNIST Linear. So the original protocol trains and attacks the MLP's BLS at T = 0.01; no file
-shows the LeNet's, so the LeNet keeps the paper's stated default, 0.001, as do the other
-protocols (:meth:`lslib.experiments.Protocol.bls_t`). The models at the other temperature
-(the MLP's at 0.001, trained before this was found; the LeNet's at 0.01, to see what it would
-change) stay in the original tables as rows of their own (their key holds T); ``lslib
-compare`` and the book take each protocol's temperature. That
+MNIST Linear. It is the only evidence of the tables' temperature, and one runner made both
+set-ups' tables, so the original protocol trains and attacks BLS at T = 0.01 on both
+(:attr:`lslib.experiments.Protocol.bls_temperature`); the other protocols keep 0.001. The BLS
+models trained at 0.001 before this was found stay in the original tables as rows of their own
+(their key holds T); ``lslib compare`` and the book take each protocol's temperature. That
 file was also computed on test images 1001-2000, like every file of a smoothed model in the
 history, the runner's scratch files (``res_dataframes/tmp/pid=N.csv``) included; two of those
 hold the Table 5 cells of ALS 0.4 and SBLS 0.4 on MNIST Linear (``python -m lslib.authors

@@ -283,17 +283,16 @@ _NA = -1.0  # stands for NaN in merge keys
 
 
 def at_temperature(rows: pd.DataFrame, temperature: float | str = "protocol") -> pd.Series:
-    """Which of ``rows`` (a table with columns defence, T and, for "protocol", protocol and
-    setup) are not BLS or are BLS at ``temperature``: a number, or "protocol", each row's
-    protocol's on its set-up (:meth:`lslib.experiments.Protocol.bls_t`). A boolean mask."""
+    """Which of ``rows`` (a table with columns defence, T and, for "protocol", protocol) are not
+    BLS or are BLS at ``temperature``: a number, or "protocol", each row's protocol's
+    (:attr:`lslib.experiments.Protocol.bls_temperature`). A boolean mask."""
     from lslib.experiments import PROTOCOLS
 
     if isinstance(temperature, str):
         if temperature != "protocol":
             raise ValueError(f"temperature must be a number or 'protocol', got {temperature!r}")
-        want = pd.Series([PROTOCOLS[p].bls_t(s) if p in PROTOCOLS else np.nan
-                          for p, s in zip(rows["protocol"], rows["setup"], strict=True)],
-                         index=rows.index, dtype=float)
+        want = rows["protocol"].map(lambda p: PROTOCOLS[p].bls_temperature
+                                    if p in PROTOCOLS else np.nan).astype(float)
     else:
         want = pd.Series(float(temperature), index=rows.index)
     t = pd.to_numeric(rows["T"], errors="coerce")
@@ -305,10 +304,10 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     """The paper's cells beside ours, for the set-ups (and protocols) present in ``ours``.
 
     ``ours`` is a results table of :func:`lslib.experiments.run_sweep`. Our BLS rows are taken at
-    temperature ``bls_temperature``: "protocol" (the default), each row's protocol's on its
-    set-up (:meth:`lslib.experiments.Protocol.bls_t`: 0.001, under ``original`` on the MLP 0.01,
-    the temperature of the authors' file of its BLS cells); a number, that one; None, every T (a
-    BLS cell then appears once per T). Returns one row per paper cell and
+    temperature ``bls_temperature``: "protocol" (the default), each row's protocol's
+    (:attr:`lslib.experiments.Protocol.bls_temperature`: 0.001, under ``original`` 0.01, the
+    temperature of the authors' one file of BLS table cells); a number, that one; None, every T
+    (a BLS cell then appears once per T). Returns one row per paper cell and
     protocol, columns setup, protocol, defence, alpha, T, attack, eps, paper, ours, diff
     (ours - paper), n, l2_median (ours, DeepFool/CW), paper_best; cells we did not run have
     ``ours`` NaN.

@@ -56,9 +56,6 @@ def test_the_full_sweep_has_one_row_per_cell():
         ("paper", 0.001), ("original", 0.01)}
     assert [d.temperature for d in both.defences()] == [0.001, 0.01]
     assert [d.temperature for d in both.defences(protocol="original")] == [0.01]
-    # the LeNet's (no file shows it) is the paper's stated default under every protocol
-    lenet = dataclasses.replace(both, setups=("mnist-lenet",))
-    assert {r.defence.temperature for r in lenet.rows()} == {0.001}
     given = dataclasses.replace(both, temperatures=(0.1,))
     assert {r.defence.temperature for r in given.rows()} == {0.1}
 
