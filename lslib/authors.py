@@ -46,6 +46,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lslib.experiments import _METHOD_OF
+
 __all__ = ["MODEL_KEY", "SETUPS", "compare", "file_slices", "find_slices", "infer_size",
            "load_model", "read_result_file", "runner_slices", "runner_test_images"]
 
@@ -176,9 +178,8 @@ def find_slices(groups: Sequence[dict[int, float]], labels: torch.Tensor,
 
 #: :func:`file_slices` lists the slices that fit a file when there are at most this many.
 MAX_CANDIDATES = 5
-#: The authors' smoothing method names -> ours.
-METHOD_NAMES = {"adversarial": "ALS", "standard": "SLS", "boltzmann": "BLS",
-                "second_best": "SBLS"}
+#: The authors' smoothing method names -> ours (the inverse of the sweep's).
+METHOD_NAMES = {theirs: ours for ours, theirs in _METHOD_OF.items()}
 #: Where the authors' runner saves each process's results before the run's file
 #: (``pid=N.csv``): these files name no data set.
 SCRATCH = "res_dataframes/tmp/"
@@ -247,8 +248,10 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
     seen, rows = set(), []
     for commit, date in zip(log_lines[::2], log_lines[1::2], strict=True):
         tree = _git(repo, "ls-tree", "-r", commit, "--", "res_dataframes").decode()
-        entries = [(line.split("\t", 1)[1], line.split("\t", 1)[0].split()[2])
-                   for line in tree.splitlines()]
+        entries = []  # (path, blob)
+        for line in tree.splitlines():
+            meta, path = line.split("\t", 1)
+            entries.append((path, meta.split()[2]))
         # the named files first, so that a scratch copy of one is not a row of its own
         entries.sort(key=lambda e: e[0].startswith(SCRATCH))
         for path, blob in entries:

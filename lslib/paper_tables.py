@@ -39,6 +39,7 @@ __all__ = [
     "SETUP_NAMES",
     "TABLES",
     "at_temperature",
+    "bls_by_temperature",
     "find_results",
     "format_share_within",
     "format_side_by_side",
@@ -500,21 +501,51 @@ def slice_fit(slices: pd.DataFrame, rung: pd.DataFrame, *, tol: float = 0.05) ->
         cw_within = int((cw["diff"].abs() <= tol + 1e-12).sum())
         for (first, last), one in rows.groupby(["first_image", "last_image"]):
             cells = side_by_side(one.assign(protocol="original"), bls_temperature=None)
-            cells = cells[cells["paper"].notna() & cells["ours"].notna()]
-            within = cells["diff"].abs() <= tol + 1e-12
             fit: dict[str, Any] = {"setup": setup, "first_image": int(first),
                                    "last_image": int(last),
-                                   "protocol": bool(one["in_table"].all())}
-            for attack in ("FGSM", "BIM", "DeepFool", "clean"):
-                mine = cells["attack"] == attack
-                fit[attack], fit[f"{attack}_cells"] = int((within & mine).sum()), int(mine.sum())
-            fit["fgsm_bim_diff"] = float(cells.loc[cells["attack"].isin(["FGSM", "BIM"]),
-                                                   "diff"].mean())
-            attacked = cells["attack"] != "clean"
-            fit["within"] = int((within & attacked).sum()) + cw_within
-            fit["cells"] = int(attacked.sum()) + len(cw)
+                                   "protocol": bool(one["in_table"].all()),
+                                   **_counts_within(cells, ("FGSM", "BIM", "DeepFool", "clean"),
+                                                    tol)}
+            fit["within"] += cw_within
+            fit["cells"] += len(cw)
             out.append(fit)
     return pd.DataFrame(out)
+
+
+def _counts_within(cells: pd.DataFrame, attacks: Sequence[str], tol: float) -> dict[str, Any]:
+    """Of the cells of a :func:`side_by_side` frame that have both numbers: per attack of
+    ``attacks``, those within ``tol`` of the paper (``<attack>``) and all of them
+    (``<attack>_cells``); over the attacks of Tables 2-5 among them, ``within`` and ``cells``;
+    and ``fgsm_bim_diff``, the mean of ours - paper under FGSM and BIM."""
+    cells = cells[cells["paper"].notna() & cells["ours"].notna()]
+    within = cells["diff"].abs() <= tol + 1e-12
+    out: dict[str, Any] = {}
+    for attack in attacks:
+        mine = cells["attack"] == attack
+        out[attack], out[f"{attack}_cells"] = int((within & mine).sum()), int(mine.sum())
+    attacked = cells["attack"].isin([a for a in attacks if a != "clean"])
+    out["within"], out["cells"] = int((within & attacked).sum()), int(attacked.sum())
+    out["fgsm_bim_diff"] = float(cells.loc[cells["attack"].isin(["FGSM", "BIM"]), "diff"].mean())
+    return out
+
+
+def bls_by_temperature(ours: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:
+    """Our BLS models at every temperature they ran at, beside the paper's BLS cells: one row
+    per set-up, protocol and T, with ``models`` (how many alphas ran) and the counts of
+    :func:`_counts_within` over Tables 2-6 (``within`` and ``cells`` over Tables 2-5). What
+    the choice of the original rung's temperature changes (``ours``: a results table that holds
+    BLS at several T)."""
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    attacks = ("FGSM", "BIM", "DeepFool", "CW", "clean")
+    cells = side_by_side(ours[ours["defence"] == "BLS"], bls_temperature=None)
+    cells = cells[(cells["defence"] == "BLS") & cells["ours"].notna()]
+    out = [{"setup": setup, "protocol": protocol, "T": float(t), "models": g["alpha"].nunique(),
+            **_counts_within(g, attacks, tol)}
+           for (setup, protocol, t), g in cells.groupby(["setup", "protocol", "T"], sort=False)]
+    return pd.DataFrame(out, columns=[
+        "setup", "protocol", "T", "models", *(c for a in attacks for c in (a, f"{a}_cells")),
+        "within", "cells", "fgsm_bim_diff"])
 
 
 def share_within(frame: pd.DataFrame, *, tol: float = 0.05) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from lslib.paper_tables import (
     PAPER_SUBMITTED,
     SETUP_NAMES,
     at_temperature,
+    bls_by_temperature,
     format_side_by_side,
     paper_table,
     paper_wide,
@@ -166,6 +167,30 @@ def test_side_by_side_takes_bls_at_each_protocols_temperature():
     assert cell(s, "paper") == [0.3, 0.6]
     with pytest.raises(ValueError, match="a number or 'protocol'"):
         side_by_side(ours, bls_temperature="hot")
+
+
+def test_bls_by_temperature_counts_each_temperatures_cells_within():
+    # BLS MLPs at alpha 0.1 and 0.4, at two temperatures: at 0.01 every cell is 0.01 above the
+    # paper's; at 0.001 the FGSM cell at eps 0.2 is 0.1 above it (out), the others equal
+    paper = paper_table().query("setup == 'mnist-linear' and defence == 'BLS' "
+                                "and alpha in [0.1, 0.4] and attack in ['FGSM', 'CW']")
+    rows = [dict(setup="mnist-linear", protocol="original", defence="BLS", alpha=c.alpha, T=t,
+                 attack=c.attack, eps=c.eps,
+                 accuracy=c.accuracy + (0.01 if t == 0.01 else 0.1 if c.eps == 0.2 else 0.0),
+                 n=1000)
+            for c in paper.itertuples() for t in (0.001, 0.01)]
+    rows.append(dict(rows[0], defence="natural", alpha=math.nan, T=math.nan))  # not BLS
+    got = bls_by_temperature(pd.DataFrame(rows)).set_index("T")
+    assert list(got.index) == [0.001, 0.01] and (got["models"] == 2).all()
+    assert got.loc[0.01, ["FGSM", "FGSM_cells", "CW", "CW_cells", "BIM_cells"]].tolist() == [
+        6, 6, 2, 2, 0]
+    assert got.loc[0.001, ["FGSM", "within", "cells"]].tolist() == [4, 6, 8]
+    assert got.loc[0.01, ["within", "cells"]].tolist() == [8, 8]
+    assert got.loc[0.01, "fgsm_bim_diff"] == pytest.approx(0.01)
+    assert got.loc[0.001, "fgsm_bim_diff"] == pytest.approx(0.1 / 3)
+    # a wider tolerance takes the cells 0.1 off too
+    assert bls_by_temperature(pd.DataFrame(rows), tol=0.1).set_index("T").loc[
+        0.001, "within"] == 8
 
 
 def test_format_side_by_side_prints_paper_ours_and_difference():
