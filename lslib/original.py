@@ -925,6 +925,7 @@ class _Result:
     accuracy: float
     clean_accuracy: float
     norms: list[float] = field(default_factory=list)
+    nonfinite: int = 0
 
 
 def _attacked_batches(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float,
@@ -964,8 +965,15 @@ def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps:
                     batch_size: int = 100) -> _Result:
     """Robust accuracy as the original counts it: correct on the clean point AND on the attacked
     point, over all ``len(y)`` points; with the L2 norms of the successful DeepFool/CW
-    perturbations of correctly classified points. ``x`` in [-0.5, 0.5], float64."""
-    correct = clean = 0
+    perturbations of correctly classified points. ``x`` in [-0.5, 0.5], float64.
+
+    The original's DeepFool can return an image that is not a number: once its re-added
+    perturbation has pushed the softmax to exact zeros and ones (float64 underflow), every
+    gradient is zero, its step is ``inf * 0/0`` and the image is NaN. The model's output on it is
+    NaN, whose argmax is class 0 in numpy (the original's count) and in torch alike, so such a
+    point counts as fooled unless its label is 0, as in the original. Its perturbation has no
+    norm: ``norms`` holds the finite ones only and ``nonfinite`` counts the others."""
+    correct = clean = nonfinite = 0
     norms: list[float] = []
     for xb, adv, ok, still in _attacked_batches(
             model, x, y, attack, eps=eps, alpha=alpha, method=method, temperature=temperature,
@@ -974,8 +982,11 @@ def attack_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps:
         clean += int(ok.sum())
         if attack in ("DeepFool", "CW"):
             fooled = ok & ~still
-            norms += (adv - xb)[fooled].flatten(1).norm(dim=1).tolist()
-    return _Result(correct / len(y), clean / len(y), norms)
+            norm = (adv - xb)[fooled].flatten(1).norm(dim=1)
+            finite = torch.isfinite(norm)
+            norms += norm[finite].tolist()
+            nonfinite += int((~finite).sum())
+    return _Result(correct / len(y), clean / len(y), norms, nonfinite)
 
 
 def robust_points(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, eps: float = 0.0,
@@ -1039,7 +1050,10 @@ def evaluate(row: Any, model: nn.Module, test: Any, protocol: Any, setup: Any,
              config: OriginalConfig) -> dict[str, Any]:
     """One row of the sweep under the original protocol (called by
     :func:`lslib.experiments.row_job`): the test slice after the validation images, the
-    protocol's iteration counts and :attr:`Protocol.switches`."""
+    protocol's iteration counts and :attr:`Protocol.switches`. ``l2_median`` and ``l2_mean``
+    are over the successful perturbations that are numbers (:func:`attack_accuracy`). Rows
+    written before that was so took a NaN perturbation into both: their mean is NaN and their
+    median meaningless (:func:`lslib.paper_tables.side_by_side` leaves such a median out)."""
     x, y = test_slice(test, protocol.sizes(setup, row.attack) or len(test.y))
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)

@@ -310,7 +310,8 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     temperature of the authors' one file of BLS table cells); a number, that one; None, every T
     (a BLS cell then appears once per T). Returns one row per paper cell and
     protocol, columns setup, protocol, defence, alpha, T, attack, eps, paper, ours, diff
-    (ours - paper), n, l2_median (ours, DeepFool/CW), paper_best; cells we did not run have
+    (ours - paper), n, l2_median (ours, DeepFool/CW; NaN where the row's l2_mean is NaN, whose
+    median was taken over norms that held a NaN), paper_best; cells we did not run have
     ``ours`` NaN.
     """
     o = ours.copy()
@@ -324,6 +325,10 @@ def side_by_side(ours: pd.DataFrame, *, protocol: str | None = None,
     for proto, group in o.groupby("protocol", sort=False):
         left = p.assign(protocol=proto).fillna({"alpha": _NA, "eps": _NA})
         extra = [c for c in ("l2_median",) if c in group]
+        if "l2_median" in group and "l2_mean" in group:
+            # a median beside a NaN mean was taken over norms that held a NaN (the original
+            # DeepFool's NaN images, in rows written before lslib.original left them out)
+            group = group.assign(l2_median=group["l2_median"].where(group["l2_mean"].notna()))
         right = group[[*_KEYS, "T", "accuracy", "n", *extra]].fillna({"alpha": _NA, "eps": _NA})
         merged = left.merge(right, on=_KEYS, how="left", suffixes=("_paper", "_ours"))
         out.append(merged)

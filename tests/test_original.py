@@ -169,6 +169,35 @@ def test_deepfool_first_step_is_the_exact_distance_on_a_linear_model():
     assert out[0].tolist() == pytest.approx([0.25, 0.0])  # one step: r1 = 0.75 to the boundary
 
 
+def _saturated():
+    # logit 1000 on the class of the pixel that is lit, 0 elsewhere: exp(-1000) underflows, so
+    # the softmax is exactly one-hot and every gradient of it is exactly zero
+    model = Linear([[2000.0, 0, 0], [0, 2000.0, 0], [0, 0, 2000.0]], [0.0, 0.0, 0.0])
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    x = torch.zeros(6, 3, dtype=torch.float64)
+    x[torch.arange(6), y] = 0.5
+    return model, x, y
+
+
+def test_deepfool_on_a_saturated_softmax_returns_not_a_number_as_the_original():
+    # the original: pert_k = |f_k| / ||w_k|| = 1 / 0 = inf for every k, 'inf < inf' never
+    # takes a candidate, so w keeps its zeros and r_i = inf * (0 / 0): NaN
+    model, x, y = _saturated()
+    assert (model(x) == torch.nn.functional.one_hot(y, 3).double()).all()
+    assert torch.isnan(orig.deepfool(model, x, steps=3)).all()
+
+
+def test_a_nan_image_counts_as_the_original_counts_it_and_has_no_norm():
+    import numpy as np
+
+    model, x, y = _saturated()
+    res = orig.attack_accuracy(model, x, y, "DeepFool", steps={"deepfool": 3})
+    adv = orig.deepfool(model, x, steps=3)
+    # the original's count: numpy's argmax of the model's (NaN) output against the label
+    pred = np.argmax(model(adv).detach().numpy(), axis=1)
+    assert res.accuracy == pytest.approx(float(np.mean(pred == y.numpy())))
+    assert res.accuracy == pytest.approx(2 / 6)  # numpy's argmax of NaNs is 0: label 0 stays
+    assert res.norms == [] and res.nonfinite == 4
 # --- CW: the tanh-space constants ------------------------------------------------------------
 
 

@@ -145,6 +145,23 @@ def test_side_by_side_matches_cells_and_computes_the_difference():
     assert set(only_paper["protocol"]) == {"paper"}
 
 
+
+def test_side_by_side_leaves_out_a_median_taken_over_norms_that_held_a_nan():
+    # statistics.median over norms that hold a NaN depends on the order: not a median. Rows
+    # written so have a NaN mean beside it (statistics.fmean), which is what gives them away.
+    import statistics
+
+    one, other = [math.nan, 3.0, 1.0], [3.0, 1.0, math.nan]
+    assert (statistics.median(one), statistics.median(other)) == (1.0, 3.0)
+    assert math.isnan(statistics.fmean(one))
+    rows = _ours().iloc[[2, 2]].assign(setup=["mnist-lenet", "mnist-linear"],
+                                       l2_median=statistics.median(one),
+                                       l2_mean=[statistics.fmean(one), 2.0])
+    s = side_by_side(rows).query("defence == 'natural' and attack == 'DeepFool'")
+    got = s.set_index("setup")["l2_median"]
+    assert math.isnan(got["mnist-lenet"]) and got["mnist-linear"] == 1.0
+
+
 def test_side_by_side_takes_bls_at_each_protocols_temperature():
     # the same BLS cell at two temperatures under the paper and the original protocol: the
     # paper's rung compares T = 0.001, the original's T = 0.01 (the authors' file of the
