@@ -185,6 +185,17 @@ METHOD_NAMES = {theirs: ours for ours, theirs in _METHOD_OF.items()}
 SCRATCH = "res_dataframes/tmp/"
 
 
+def _model_name(r: pd.Series) -> str:
+    """One model of the authors' result files in our names ("ALS 0.4", "BLS 0.1 T=0.01");
+    "alpha 0" for a model without smoothing (natural or adversarially trained: the file's
+    name says which)."""
+    if float(r["alpha"]) == 0:
+        return "alpha 0"
+    return (f"{METHOD_NAMES.get(str(r['smoothing_method']), r['smoothing_method'])} "
+            f"{float(r['alpha']):g}"
+            + (f" T={float(r['temperature']):g}" if pd.notna(r.get("temperature")) else ""))
+
+
 def _smoothed_models(raw: pd.DataFrame) -> str:
     """The smoothed models of one of the authors' result files, in our names ("ALS 0.4",
     "BLS 0.1 T=0.01"), comma-separated; "" when every model of the file has alpha 0."""
@@ -192,11 +203,21 @@ def _smoothed_models(raw: pd.DataFrame) -> str:
         return ""
     cols = [c for c in ("smoothing_method", "alpha", "temperature") if c in raw]
     models = raw.loc[raw["alpha"].astype(float) > 0, cols].drop_duplicates()
-    return ", ".join(
-        f"{METHOD_NAMES.get(str(r['smoothing_method']), r['smoothing_method'])} "
-        f"{float(r['alpha']):g}"
-        + (f" T={float(r['temperature']):g}" if pd.notna(r.get("temperature")) else "")
-        for _, r in models.iterrows())
+    return ", ".join(_model_name(r) for _, r in models.iterrows())
+
+
+def _clean_accuracies(raw: pd.DataFrame, overall: int) -> str:
+    """Each model's accuracy over all points at budget 0 of an FGSM or BIM file: its clean
+    accuracy on the file's test images (Table 6's cells are these, as the PGD-AT files show),
+    "; "-separated as "<model> <accuracy>" (:func:`_model_name`, three digits); "" for a file
+    without budget 0."""
+    need = {"alpha", "smoothing_method", "attack_method", "epsilon", "label", "acc"}
+    if not need <= set(raw):
+        return ""
+    rows = raw[raw["attack_method"].isin(["FGSM", "BIM"])
+               & (raw["epsilon"].astype(float) == 0) & (raw["label"].astype(int) == overall)]
+    return "; ".join(dict.fromkeys(f"{_model_name(r)} {float(r['acc']):.3f}"
+                                   for _, r in rows.iterrows()))
 
 
 def _table_cells(raw: pd.DataFrame, overall: int) -> str:
@@ -236,7 +257,8 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
     holds it and its date, the path, the blob, the attacks in the file, the number of
     slices that fit and, where exactly one does, its first and last test image; every slice
     that fits as ``first-last`` where at most :data:`MAX_CANDIDATES` do; then its
-    smoothed models (``smoothing``, our names; empty when every model has alpha 0) and the
+    smoothed models (``smoothing``, our names; empty when every model has alpha 0), each
+    model's clean accuracy on those images where the file has budget 0 (``clean``) and the
     published MNIST cells it holds digit for digit (``table_cells``).
 
     ``scratch``: also the runner's per-process files (:data:`SCRATCH`, ``pid=N.csv``), whose
@@ -281,6 +303,7 @@ def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_da
                          "candidates": "; ".join(f"{a}-{a + k - 1}" for a, k in fits)
                          if len(fits) <= MAX_CANDIDATES else "",
                          "smoothing": _smoothed_models(raw),
+                         "clean": _clean_accuracies(raw, overall),
                          "table_cells": _table_cells(raw, overall)})
             log(f"{commit[:7]} {path}: {len(fits)} slice(s) fit"
                 + (f", test images {one[0]}-{one[0] + one[1] - 1}" if one else ""))

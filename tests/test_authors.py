@@ -170,6 +170,14 @@ def test_file_slices_reads_the_runners_scratch_files_and_names_the_cells_they_ho
     assert got["file"].tolist() == [name, "tmp/pid=1.csv", "tmp/pid=2.csv"]
     assert got["smoothing"].tolist() == ["", "ALS 0.4", "BLS 0.1 T=0.01"]
     assert got["table_cells"].tolist() == ["", "MNIST Linear ALS 0.4 CW", ""]
+    # the named FGSM file has budget 0: its model's clean accuracy on those images; CW has none
+    state = torch.load(repo / "model_dict/MNIST_Linear.pt")[authors.MODEL_KEY]
+    model = original.OriginalMLP().double().eval()
+    model.load_state_dict(state)
+    x = original.from_pixels(test.x[original.TEST_OFFSET:])
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == test.y[original.TEST_OFFSET:]).double().mean())
+    assert got["clean"].tolist() == [f"alpha 0 {clean:.3f}", "", ""]
     assert got["first_image"].tolist()[1:] == [1000, 1000]
     assert got["last_image"].tolist()[1:] == [1000 + n - 1] * 2
     assert got["candidates"].tolist()[1:] == [f"1000-{1000 + n - 1}"] * 2
