@@ -73,9 +73,9 @@ accuracies of Table 6 (budget 0 of those files, as the PGD-AT files show) sit ab
 our LeNets' on 1000-1999 and close to them on 1000-9999; the MLPs' lie between our two slices.
 And the authors' own runs on 1001-2000 that reach budget 0 (the natural MLP's FGSM file, a
 scratch file's SLS 0.1) give clean accuracies that are not Table 6's, so those runs did not make
-the tables (the tables chapter, "Which slice fits", computes both). So we use 1000-9999 for FGSM,
-BIM, DeepFool and the clean accuracy, and 1000-1999 for CW (:data:`lslib.experiments.PROTOCOLS` ``"original"``). It
-matters: test images 1000-1999 are harder than the rest (the tables chapter measures it on the
+the tables (the tables chapter, "Which slice fits", computes both). So we use 1000-9999 for
+FGSM, BIM, DeepFool and the clean accuracy, and 1000-1999 for CW
+(:data:`lslib.experiments.PROTOCOLS` ``"original"``). It matters: test images 1000-1999 are harder than the rest (the tables chapter measures it on the
 same models).
 
 The learning rate. ``--learning_rate`` (default 1e-4) is parsed by the original's runner at
