@@ -75,8 +75,8 @@ And the authors' own runs on 1001-2000 that reach budget 0 (the natural MLP's FG
 scratch file's SLS 0.1) give clean accuracies that are not Table 6's, so those runs did not make
 the tables (the tables chapter, "Which slice fits", computes both). So we use 1000-9999 for
 FGSM, BIM, DeepFool and the clean accuracy, and 1000-1999 for CW
-(:data:`lslib.experiments.PROTOCOLS` ``"original"``). It matters: test images 1000-1999 are harder than the rest (the tables chapter measures it on the
-same models).
+(:data:`lslib.experiments.PROTOCOLS` ``"original"``). It matters: test images 1000-1999 are
+harder than the rest (the tables chapter measures it on the same models).
 
 The learning rate. ``--learning_rate`` (default 1e-4) is parsed by the original's runner at
 every commit, but until f0dae34 (2019-09-30) it is never passed on: the training function
