@@ -382,6 +382,9 @@ def format_side_by_side(frame: pd.DataFrame) -> str:
             if with_l2:
                 line += f" | {_num(cells.iloc[0]['l2_median'], '{:.2f}'):>9s}"
             lines.append(line)
+        if with_l2 and (g["ours"].notna() & g["l2_median"].isna()).any():
+            lines.append("L2 median '/' where ours ran: not known (no perturbation succeeded, or "
+                         "the row's norms held a NaN; see side_by_side)")
         lines.append("")
     return "\n".join(lines)
 

@@ -160,6 +160,8 @@ def test_side_by_side_leaves_out_a_median_taken_over_norms_that_held_a_nan():
     s = side_by_side(rows).query("defence == 'natural' and attack == 'DeepFool'")
     got = s.set_index("setup")["l2_median"]
     assert math.isnan(got["mnist-lenet"]) and got["mnist-linear"] == 1.0
+    blocks = {b.split(" |")[0]: b for b in format_side_by_side(s).split("== ")[1:]}
+    assert "not known" in blocks["mnist-lenet"] and "not known" not in blocks["mnist-linear"]
 
 
 def test_side_by_side_takes_bls_at_each_protocols_temperature():
