@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import math
 import re
 import subprocess
 import time
@@ -48,8 +49,9 @@ from torch import nn
 
 from lslib.experiments import _METHOD_OF
 
-__all__ = ["MODEL_KEY", "SETUPS", "compare", "file_slices", "find_slices", "infer_size",
-           "load_model", "read_result_file", "runner_slices", "runner_test_images"]
+__all__ = ["MODEL_KEY", "SETUPS", "clean_beside_table6", "compare", "file_slices", "find_slices",
+           "infer_size", "load_model", "read_result_file", "runner_slices",
+           "runner_test_images"]
 
 #: The checkpoint entry of the PGD-trained model in the authors' ``model_dict/*.pt``.
 MODEL_KEY = "adversarial_0.0_None_PGD_adv_training"
@@ -246,6 +248,39 @@ def _table_cells(raw: pd.DataFrame, overall: int) -> str:
                 found.append(f"{c.table_name} {c.defence} {c.alpha:g} {c.attack}"
                              + (f" {c.eps:g}" if c.attack in ("FGSM", "BIM") else ""))
     return "; ".join(dict.fromkeys(found))
+
+
+def clean_beside_table6(files: pd.DataFrame, first_image: int) -> pd.DataFrame:
+    """The clean accuracies of :func:`file_slices`'s ``clean`` column, for the files whose
+    slice starts at test image ``first_image``, beside the published Table 6 cells of the same
+    models. One row per model and published cell it could be (a scratch file names no data
+    set: the cell of each MNIST set-up): file, setup (the file's, None for a scratch file),
+    defence, alpha, accuracy, cell_setup, published. A model with no cell is left out, and so
+    is the alpha-0 model of an adversarial-training file (not the tables' PGD-AT)."""
+    from lslib.paper_tables import paper_table
+
+    t6 = paper_table().query("attack == 'clean'")
+    t6 = t6[t6["setup"].isin(SETUPS)]
+    rows = []
+    mine = files[(files["first_image"] == first_image) & files["clean"].fillna("").ne("")]
+    for r in mine.itertuples():
+        named = next((s for s, (prefix, _) in SETUPS.items() if prefix in r.file), None)
+        for part in r.clean.split("; "):
+            model, acc = part.rsplit(" ", 1)
+            if model == "alpha 0" and "adv_training" in r.file:
+                continue
+            defence, alpha = (("natural", math.nan) if model == "alpha 0"
+                              else (model.split()[0], float(model.split()[1])))
+            cells = t6[(t6["defence"] == defence)
+                       & ((t6["alpha"] - alpha).abs().le(1e-9) if alpha == alpha
+                          else t6["alpha"].isna())]
+            if named:
+                cells = cells[cells["setup"] == named]
+            rows += [{"file": r.file, "setup": named, "defence": defence, "alpha": alpha,
+                      "accuracy": float(acc), "cell_setup": c.setup, "published": c.accuracy}
+                     for c in cells.itertuples()]
+    return pd.DataFrame(rows, columns=["file", "setup", "defence", "alpha", "accuracy",
+                                       "cell_setup", "published"])
 
 
 def file_slices(repo: str | Path, *, labels: torch.Tensor, prefix: str = "res_dataframes/MNIST_",

@@ -279,3 +279,34 @@ def test_runner_slices_reads_every_commit_of_the_runner_with_its_dates(tmp_path)
     assert got["first_image"].isna().tolist() == [False, False, True]
     assert got["note"].iloc[2].startswith("does not parse as Python")
     assert (got["commit"].str.len() == 7).all() and got["date"].str.match(r"\d{4}-\d\d-\d\d").all()
+
+
+def test_clean_beside_table6_pairs_each_models_clean_accuracy_with_its_published_cell():
+    from lslib.paper_tables import paper_table
+
+    files = pd.DataFrame([
+        {"file": "MNIST_Linear_smoothing=standard_attacks=FGSM.csv", "first_image": 1001,
+         "clean": "alpha 0 0.965"},
+        {"file": "MNIST_Linear_smoothing=standard_attacks=FGSM_adv_training.csv",
+         "first_image": 1001, "clean": "alpha 0 0.863"},  # not the tables' PGD-AT: left out
+        {"file": "tmp/pid=1.csv", "first_image": 1001, "clean": "SLS 0.1 0.969; SLS 0.5 0.96"},
+        {"file": "tmp/pid=2.csv", "first_image": 1000, "clean": "ALS 0.4 0.97"},  # other slice
+        {"file": "MNIST_LeNet_smoothing=standard_attacks=CW.csv", "first_image": 1001,
+         "clean": ""}])
+    got = authors.clean_beside_table6(files, 1001)
+    t6 = paper_table().query("attack == 'clean'")
+
+    def cell(setup, defence, alpha=None):
+        rows = t6[(t6["setup"] == setup) & (t6["defence"] == defence)]
+        return float((rows[rows["alpha"].isna()] if alpha is None
+                      else rows[rows["alpha"] == alpha])["accuracy"].iloc[0])
+
+    assert got["file"].tolist() == [files["file"][0], "tmp/pid=1.csv", "tmp/pid=1.csv"]
+    assert got["setup"].tolist()[0] == "mnist-linear" and got["setup"].isna().tolist()[1:] == [
+        True, True]
+    assert got["defence"].tolist() == ["natural", "SLS", "SLS"]  # SLS 0.5 has no cell
+    assert got["accuracy"].tolist() == [0.965, 0.969, 0.969]
+    assert got["cell_setup"].tolist() == ["mnist-linear", "mnist-linear", "mnist-lenet"]
+    assert got["published"].tolist() == [cell("mnist-linear", "natural"),
+                                          cell("mnist-linear", "SLS", 0.1),
+                                          cell("mnist-lenet", "SLS", 0.1)]

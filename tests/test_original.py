@@ -198,6 +198,8 @@ def test_a_nan_image_counts_as_the_original_counts_it_and_has_no_norm():
     assert res.accuracy == pytest.approx(float(np.mean(pred == y.numpy())))
     assert res.accuracy == pytest.approx(2 / 6)  # numpy's argmax of NaNs is 0: label 0 stays
     assert res.norms == [] and res.nonfinite == 4
+
+
 # --- CW: the tanh-space constants ------------------------------------------------------------
 
 

@@ -145,7 +145,6 @@ def test_side_by_side_matches_cells_and_computes_the_difference():
     assert set(only_paper["protocol"]) == {"paper"}
 
 
-
 def test_side_by_side_leaves_out_a_median_taken_over_norms_that_held_a_nan():
     # statistics.median over norms that hold a NaN depends on the order: not a median. Rows
     # written so have a NaN mean beside it (statistics.fmean), which is what gives them away.
