@@ -49,7 +49,8 @@ from torch import nn
 
 from lslib.experiments import _METHOD_OF
 
-__all__ = ["MODEL_KEY", "SETUPS", "clean_beside_table6", "compare", "file_slices", "find_slices",
+__all__ = ["MODEL_KEY", "SETUPS", "clean_beside_table6", "compare", "compiled_modules",
+           "file_slices", "find_slices",
            "infer_size", "load_model", "read_result_file", "runner_slices",
            "runner_test_images"]
 
@@ -458,6 +459,58 @@ def runner_slices(repo: str | Path, *, path: str = RUNNER, total: int = 10000,
     return out
 
 
+def compiled_modules(repo: str | Path, *, log: Any = print) -> pd.DataFrame:
+    """What the compiled modules committed in the clone ``repo`` (``__pycache__/*.pyc``, all
+    branches) say about the code that ran (:mod:`lslib.bytecode`): one row per commit that has
+    them, compiled module and function whose float constants differ from the source committed
+    beside it (one row with an empty ``function`` where none differs), with the size and time of
+    the source the module was compiled from (``compiled_size``, ``compiled_mtime``, UTC) and the
+    committed source's size (``committed_size``; empty when the commit has no such source)."""
+    from lslib import bytecode
+    from lslib._checks import BadFileError
+
+    lines = _git(repo, "log", "--all", "--reverse", "--format=%H %cs", "--", "*.pyc").decode()
+    rows = []
+    for commit, date in (line.split() for line in lines.splitlines()):
+        listing = _git(repo, "ls-tree", "-r", commit).decode().splitlines()
+        pycs = [entry.split("\t", 1)[1] for entry in listing
+                if re.search(r"__pycache__/[^/]+\.cpython-36\.pyc$", entry)]
+        for pyc in pycs:
+            source = re.sub(r"__pycache__/([^/]+)\.cpython-36\.pyc$", r"\1.py", pyc)
+            where = f"{commit[:7]}:{pyc}"
+            data = _git(repo, "show", f"{commit}:{pyc}")
+            try:
+                header = bytecode.read_header(data, where)
+                code = bytecode.read_code(data, where)
+            except bytecode.BytecodeError as why:
+                raise BadFileError(where, str(why).removeprefix(f"{where}: "), _REMEDY) from None
+            base = {"commit": commit[:7], "date": date, "compiled": pyc, "source": source,
+                    "compiled_size": header.source_size,
+                    "compiled_mtime": header.source_mtime.strftime("%Y-%m-%d %H:%M:%S")}
+            try:
+                text = _git(repo, "show", f"{commit}:{source}").decode("utf-8")
+            except BadFileError:
+                rows.append({**base, "committed_size": None, "function": "",
+                             "only_compiled": "", "only_committed": ""})
+                continue
+            base["committed_size"] = len(text.encode("utf-8"))
+            diffs = bytecode.compare_floats(code, text, source) or [
+                {"function": "", "only_compiled": [], "only_source": []}]
+            for d in diffs:
+                rows.append({**base, "function": d["function"],
+                             "only_compiled": " ".join(f"{x:g}" for x in d["only_compiled"]),
+                             "only_committed": " ".join(f"{x:g}" for x in d["only_source"])})
+            if diffs[0]["function"]:
+                log(f"{commit[:7]} {pyc}: " + "; ".join(
+                    f"{d['function']} {d['only_compiled']} (committed {d['only_source']})"
+                    for d in diffs))
+    out = pd.DataFrame(rows, columns=["commit", "date", "compiled", "source", "compiled_size",
+                                      "committed_size", "compiled_mtime", "function",
+                                      "only_compiled", "only_committed"])
+    out["committed_size"] = out["committed_size"].astype("Int64")
+    return out
+
+
 def _table_budget(eps: float) -> bool:
     return any(abs(eps - b) < 1e-9 for b in BUDGETS)
 
@@ -560,11 +613,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner-slices", action="store_true",
                     help=f"attack nothing: write which MNIST test images the runner ({RUNNER}) "
                          "attacks at every commit that changed it")
+    ap.add_argument("--compiled", action="store_true",
+                    help="attack nothing: write what the compiled modules committed in the "
+                         "repository (__pycache__/*.pyc) say about the code that ran: the float "
+                         "constants that differ from the source committed beside them")
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
-    if args.slices and args.runner_slices:
-        ap.error("argument --runner-slices: not allowed with argument --slices")
+    modes = [f"--{m}" for m in ("slices", "runner-slices", "compiled")
+             if getattr(args, m.replace("-", "_"))]
+    if len(modes) > 1:
+        ap.error(f"argument {modes[1]}: not allowed with argument {modes[0]}")
     if not Path(args.repo).is_dir():
         ap.error(f"argument repo: no such folder: {args.repo}")
     torch.set_num_threads(args.threads)
@@ -572,10 +631,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         # the clone before the data
-        whole = args.slices or args.runner_slices
+        whole = bool(modes)
         _git(args.repo, "rev-parse", "--git-dir" if whole else f"{args.commit}^{{commit}}")
-        if args.runner_slices:
-            found = runner_slices(args.repo)
+        if args.runner_slices or args.compiled:
+            found = (runner_slices if args.runner_slices else compiled_modules)(args.repo)
             _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started,
                                 t0=t0, threads=args.threads,
                                 authors_repository="MGoibert/Label_smoothing",

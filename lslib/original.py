@@ -366,6 +366,7 @@ class OriginalConfig:
     pgd_start_epoch: int = 20
     pgd_clip: tuple[float, float] = (-1.0, 1.0)
     pgd_grad_leak: bool = True
+    pgd_clean_weight: float = 0.5
     val_n: int = 1000
     seed: int = 0
     train_limit: int | None = None
@@ -377,6 +378,8 @@ class OriginalConfig:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
         if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be None or one of {METHODS}, got {self.method!r}")
+        if not 0.0 <= self.pgd_clean_weight <= 1.0:
+            raise ValueError(f"pgd_clean_weight must be in [0, 1], got {self.pgd_clean_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -510,7 +513,7 @@ def _cache_key(prefix: str, payload: dict[str, Any]) -> str:
 
 
 #: Fields of :class:`OriginalConfig` added after models were cached, with their defaults.
-_ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True}
+_ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True, "pgd_clean_weight": 0.5}
 
 
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
@@ -609,6 +612,25 @@ def _leaked_loss(model: nn.Module, last: Tensor, target: Tensor) -> Tensor:
     return loss
 
 
+def _batch_loss(model: nn.Module, x: Tensor, y: Tensor,
+                smooth: Callable[[Tensor, Tensor], Tensor], config: OriginalConfig,
+                adversarial: bool) -> Tensor:
+    """One batch's training loss: the smoothed cross-entropy; with ``adversarial`` (PGD-AT from
+    ``pgd_start_epoch``), ``w * clean + (1 - w) * PGD`` with ``w = config.pgd_clean_weight``,
+    plus the loss whose gradient the original's PGD leaves on the parameters
+    (``pgd_grad_leak``)."""
+    probs = model(x)
+    target = smooth(y, probs)
+    loss = smooth_cross_entropy(probs, target)
+    if adversarial:
+        adv, last = _pgd_train(model, x, target.detach(), config)
+        w = config.pgd_clean_weight
+        loss = w * loss + (1 - w) * smooth_cross_entropy(model(adv), target)
+        if config.pgd_grad_leak:
+            loss = loss + _leaked_loss(model, last, target.detach())
+    return loss
+
+
 def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu",
                    data_root: str | None = None, download: bool = False,
                    cache: Path | None = None, progress: bool = False,
@@ -675,14 +697,8 @@ def train_original(config: OriginalConfig, *, device: torch.device | str = "cpu"
             w0, c0 = time.perf_counter(), time.process_time()
             xb, yb = from_pixels(x_train[idx]).to(device), y_train[idx].to(device)
             opt.zero_grad()
-            probs = model(xb)
-            target = smooth(yb, probs)
-            loss = smooth_cross_entropy(probs, target)
-            if config.adversarial and epoch >= config.pgd_start_epoch:
-                adv, last = _pgd_train(model, xb, target.detach(), config)
-                loss = 0.5 * loss + 0.5 * smooth_cross_entropy(model(adv), target)
-                if config.pgd_grad_leak:
-                    loss = loss + _leaked_loss(model, last, target.detach())
+            loss = _batch_loss(model, xb, yb, smooth, config,
+                               config.adversarial and epoch >= config.pgd_start_epoch)
             loss.backward()
             opt.step()
             batches += 1

@@ -209,6 +209,8 @@ def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
     (["{tmp}", "--slices", "--out", "x.csv"], "failed"),
     (["{tmp}", "--runner-slices", "--out", "x.csv"], "failed"),
     (["{tmp}", "--runner-slices", "--slices", "--out", "x.csv"], "not allowed with"),
+    (["{tmp}", "--compiled", "--out", "x.csv"], "failed"),
+    (["{tmp}", "--slices", "--compiled", "--out", "x.csv"], "--compiled: not allowed with"),
 ])
 def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]

@@ -413,15 +413,17 @@ def test_the_runner_trains_lenets_start_checkpoint_once_into_the_given_cache(
             assert torch.equal(state[name], value), (config.method, name)
 
 
-def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step():
+@pytest.mark.parametrize("weight", [0.5, 0.75])
+def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step(weight):
     """The original's closure: zero_grad, clean loss, a PGD whose every step does
-    model.zero_grad() then backward() (eval mode), then backward of 0.5 clean + 0.5 adversarial
+    model.zero_grad() then backward() (eval mode), then backward of w clean + (1 - w)
+    adversarial (0.5 in the committed source of dc3c764, 0.75 in the module compiled beside it)
     on top of what the last PGD step left in .grad. Emulated here with .backward(); lslib's
     training loss (with pgd_grad_leak) must have the same parameter gradient, and without the
     leak it must not."""
     torch.manual_seed(0)
     config = dataclasses.replace(orig.OriginalConfig(model="mlp", adversarial=True),
-                                 **orig._pgd_at_training(0))
+                                 **orig._pgd_at_training(0), pgd_clean_weight=weight)
     assert config.pgd_step == 0.1 and config.pgd_grad_leak
     model = config.build()
     x = torch.rand(8, 1, 28, 28, dtype=torch.float64) - 0.5
@@ -441,18 +443,13 @@ def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step():
                           -config.pgd_eps, config.pgd_eps)
         images = torch.clamp(x + eta, *config.pgd_clip).detach()
     model.train()
-    (0.5 * clean + 0.5 * orig.smooth_cross_entropy(model(images), q)).backward()
+    (weight * clean + (1 - weight) * orig.smooth_cross_entropy(model(images), q)).backward()
     want = [p.grad.clone() for p in model.parameters()]
 
     def ours(leak: bool) -> list[torch.Tensor]:
         model.zero_grad()
         c = dataclasses.replace(config, pgd_grad_leak=leak)
-        adv, last = orig._pgd_train(model, x, q, c)
-        loss = 0.5 * orig.smooth_cross_entropy(model(x), q) + \
-            0.5 * orig.smooth_cross_entropy(model(adv), q)
-        if leak:
-            loss = loss + orig._leaked_loss(model, last, q)
-        loss.backward()
+        orig._batch_loss(model, x, y, orig._smoother(c), c, adversarial=True).backward()
         return [p.grad.clone() for p in model.parameters()]
 
     same = [torch.allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -460,15 +457,18 @@ def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step():
     assert all(same)
     assert not all(torch.allclose(a, b, rtol=1e-6)
                    for a, b in zip(ours(False), want, strict=True))
+    with pytest.raises(ValueError, match=r"pgd_clean_weight must be in \[0, 1\], got 1.5"):
+        dataclasses.replace(config, pgd_clean_weight=1.5)
 
 
 def test_cache_keys_of_models_cached_before_a_field_was_added_stay_the_same():
     config = orig.OriginalConfig(model="mlp", method="standard", alpha=0.4)
     old = dict(dataclasses.asdict(config))
-    del old["pgd_grad_leak"]  # the config as it was hashed before the field existed
+    del old["pgd_grad_leak"], old["pgd_clean_weight"]  # as hashed before the fields existed
     payload = json.dumps({"original": 1, **old}, sort_keys=True, default=str)
     assert config.key() == "orig-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert dataclasses.replace(config, pgd_grad_leak=False).key() != config.key()
+    assert dataclasses.replace(config, pgd_clean_weight=0.75).key() != config.key()
 
 
 # --------------------------------------------------------------------------------------------
