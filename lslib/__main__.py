@@ -83,6 +83,10 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lenet-start", type=_cli.existing_file(), default=None, metavar="FILE",
                    help="--protocol original: the MNIST LeNet starts from these weights (the "
                    "authors' lenet_mnist_model.pth) instead of a checkpoint trained here")
+    p.add_argument("--pgd-clean-weight", type=_cli.number(_cli.UNIT), default=None,
+                   metavar="W", help="--protocol original: PGD-AT trains on W * clean + (1 - W) "
+                   "* PGD (default 0.5, the authors' committed source; 0.75 is the module "
+                   "compiled beside it)")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -122,7 +126,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                       baselines=args.baselines, attacks=args.attacks, eps=args.eps,
                       seed=args.seed, quick=args.quick, n_test=args.n_test,
                       data_source="synthetic" if args.synthetic else "real",
-                      lenet_start=None if args.lenet_start is None else str(args.lenet_start))
+                      lenet_start=None if args.lenet_start is None else str(args.lenet_start),
+                      pgd_clean_weight=args.pgd_clean_weight)
         execution = execution_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

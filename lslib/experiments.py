@@ -427,6 +427,9 @@ class Sweep:
     test-slice size of the protocols; ``data_source="synthetic"`` uses random stand-in data.
     ``lenet_start``: under the original protocol the MNIST LeNet starts from the weights in this
     file (the authors' ``lenet_mnist_model.pth``) instead of a checkpoint trained here.
+    ``pgd_clean_weight``: under the original protocol PGD-AT trains on ``w * clean + (1 - w) *
+    PGD`` with this ``w`` (None: the protocol's, 0.5; see
+    :attr:`lslib.original.OriginalConfig.pgd_clean_weight`).
     """
 
     setups: tuple[str, ...]
@@ -442,6 +445,7 @@ class Sweep:
     data_source: str = "real"
     n_test: int | None = None
     lenet_start: str | None = None
+    pgd_clean_weight: float | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("setups", self.setups, SETUPS),
@@ -460,6 +464,11 @@ class Sweep:
                                  "needs protocol 'original' and set-up mnist-lenet")
             if not Path(self.lenet_start).is_file():
                 raise ValueError(f"lenet_start: no such file: {self.lenet_start}")
+        if self.pgd_clean_weight is not None:
+            check_unit_interval("pgd_clean_weight", self.pgd_clean_weight)
+            if "original" not in self.protocols or "PGD-AT" not in self.baselines:
+                raise ValueError("pgd_clean_weight is the original protocol's PGD-AT setting: "
+                                 "it needs protocol 'original' and baseline PGD-AT")
         if "original" in self.protocols:
             other = [s for s in self.setups if s not in ORIGINAL_SETUPS]
             if other:
@@ -984,7 +993,8 @@ def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
 
         config: Any = train_config(SETUPS[row.setup], row.defence, seed=sweep.seed,
                                    quick=sweep.quick, data_source=sweep.data_source,
-                                   lenet_start=sweep.lenet_start)
+                                   lenet_start=sweep.lenet_start,
+                                   pgd_clean_weight=sweep.pgd_clean_weight)
     else:
         config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
                                           data_source=sweep.data_source)

@@ -517,12 +517,14 @@ _ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True, "pgd_clean_weight": 0.5}
 
 
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
-                 data_source: str = "real", lenet_start: str | Path | None = None
-                 ) -> OriginalConfig:
+                 data_source: str = "real", lenet_start: str | Path | None = None,
+                 pgd_clean_weight: float | None = None) -> OriginalConfig:
     """The :class:`OriginalConfig` of a defence (:class:`lslib.experiments.Defence`) on an MNIST
     set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images.
     ``lenet_start``: the LeNet starts from the weights in this file (:class:`StartFile`, the
-    authors' ``lenet_mnist_model.pth``) instead of from a checkpoint trained here."""
+    authors' ``lenet_mnist_model.pth``) instead of from a checkpoint trained here.
+    ``pgd_clean_weight``: PGD-AT's clean weight (None: 0.5, the committed source; see
+    :attr:`OriginalConfig.pgd_clean_weight`); it acts on PGD-AT only."""
     if setup.model not in MODELS:
         raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
                          f"{setup.name!r}")
@@ -539,7 +541,7 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
                           temperature=(0.001 if defence.temperature is None
                                        else float(defence.temperature)),
                           adversarial=defence.name == "PGD-AT", start_from=start,
-                          **(_pgd_at_training(small.get("pgd_start_epoch", 20))
+                          **(_pgd_at_training(small.get("pgd_start_epoch", 20), pgd_clean_weight)
                              if defence.name == "PGD-AT" else {}))
 
 
@@ -548,13 +550,15 @@ def _start_file(path: str, model: str) -> StartFile:
     return StartFile.of(path, model)  # read once per sweep, not once per row
 
 
-def _pgd_at_training(pgd_start_epoch: int) -> dict[str, Any]:
+def _pgd_at_training(pgd_start_epoch: int, clean_weight: float | None = None
+                     ) -> dict[str, Any]:
     """PGD-AT as dc3c764 trains it: the validation loss and the scheduler start with the first
     PGD epoch; patience 4, factor 0.1; no early stopping; PGD steps of 0.1, the paper's stated
     alpha_PGD for MNIST (the code's 0.5 is a command-line default, and the paper's per-data-set
     steps, 0.1 and 0.02, can only have come from the command line)."""
     return dict(patience=4, factor=0.1, early_stop=False, val_start_epoch=pgd_start_epoch,
-                pgd_step=0.1)
+                pgd_step=0.1, **({} if clean_weight is None else
+                                 {"pgd_clean_weight": clean_weight}))
 
 
 def has_converged(history: list[float], threshold: float = 1e-4, window: int = 5) -> bool:

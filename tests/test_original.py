@@ -584,6 +584,35 @@ def test_lenet_start_cli_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_pgd_clean_weight_reaches_pgd_at_only_and_is_checked(tmp_path, capsys):
+    from lslib.__main__ import main
+    from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
+
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), pgd_clean_weight=0.75)
+    configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
+               for d in sweep.defences(SETUPS["mnist-linear"], "original")}
+    assert configs["PGD-AT"].pgd_clean_weight == 0.75
+    assert configs["natural"] == orig.train_config(SETUPS["mnist-linear"], Defence("natural"))
+    assert configs["PGD-AT"].key() != orig.train_config(SETUPS["mnist-linear"],
+                                                        Defence("PGD-AT")).key()
+    for bad, match in (({"pgd_clean_weight": 1.5}, "pgd_clean_weight"),
+                       ({"pgd_clean_weight": 0.75, "baselines": ("natural",)}, "baseline PGD-AT"),
+                       ({"pgd_clean_weight": 0.75, "protocols": ("paper",)}, "protocol 'orig")):
+        with pytest.raises(ValueError, match=match):
+            Sweep(**{"setups": ("mnist-linear",), "protocols": ("original",), **bad})
+    out = str(tmp_path / "o.csv")
+    with pytest.raises(SystemExit) as ex:
+        main(["reproduce", "mnist-linear", "--protocol", "original", "--pgd-clean-weight", "2",
+              "--out", out])
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 2 and len(err.splitlines()) == 1 and "--pgd-clean-weight" in err
+    assert main(["reproduce", "mnist-linear", "--protocol", "paper", "--pgd-clean-weight",
+                 "0.75", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs protocol 'original'" in err
+
+
 def test_test_images_names_the_slices_the_rows_attacked():
     import pandas as pd
 
