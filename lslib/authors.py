@@ -18,6 +18,11 @@ images 1000-9999 (the runner of spring 2019), and so were its DeepFool files; it
 (:func:`runner_slices`: the if/elif chain of the MNIST branch's loop that fills the list of test
 points is evaluated at every index), with the commit's dates.
 
+Two more records of how their models were made are read by :func:`checkpoint_histories` (the
+validation-loss history each checkpoint saved beside its weights, ``--histories``) and
+:func:`compiled_modules` (the compiled modules committed beside the source, which record the
+code as it last ran, ``--compiled``; :mod:`lslib.bytecode`).
+
 Nothing of the repository is copied into this project: the command reads the files from a clone
 of it, at the commit given, and writes only its own measurements::
 
@@ -26,6 +31,10 @@ of it, at the commit given, and writes only its own measurements::
         --out results/mnist-authors-models.csv
     python -m lslib.authors /tmp/Label_smoothing --runner-slices \\
         --out results/mnist-authors-runner-slices.csv
+    python -m lslib.authors /tmp/Label_smoothing --histories \\
+        --out results/mnist-authors-histories.csv
+    python -m lslib.authors /tmp/Label_smoothing --compiled \\
+        --out results/mnist-authors-compiled.csv
 """
 
 from __future__ import annotations
@@ -49,7 +58,8 @@ from torch import nn
 
 from lslib.experiments import _METHOD_OF
 
-__all__ = ["MODEL_KEY", "SETUPS", "clean_beside_table6", "compare", "compiled_modules",
+__all__ = ["MODEL_KEY", "SETUPS", "checkpoint_histories", "clean_beside_table6", "compare",
+           "compiled_modules",
            "file_slices", "find_slices",
            "infer_size", "load_model", "read_result_file", "runner_slices",
            "runner_test_images"]
@@ -459,6 +469,52 @@ def runner_slices(repo: str | Path, *, path: str = RUNNER, total: int = 10000,
     return out
 
 
+def checkpoint_histories(repo: str | Path, *, log: Any = print) -> pd.DataFrame:
+    """The training histories the authors saved in their checkpoints: for every commit of the
+    clone ``repo`` (all branches) that changed a ``model_dict/*.pt``, every model of the file
+    (its key) with a ``loss_<key>`` list, one row per entry: ``entry`` (1 is the first), the
+    validation ``loss`` and the model's ``acc_tr`` (its validation accuracy after training). A
+    file the clone does not hold (a large file left out of a partial copy) gives one row with
+    the reason in ``note``."""
+    from lslib._checks import BadFileError
+
+    lines = _git(repo, "log", "--all", "--reverse", "--format=%H %cs", "--",
+                 "model_dict/*.pt").decode()
+    rows = []
+    for commit, date in (line.split() for line in lines.splitlines()):
+        changed = _git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root",
+                       commit, "--", "model_dict/*.pt").decode().split()
+        for path in changed:
+            base = {"commit": commit[:7], "date": date, "file": path}
+            try:
+                blob = _git(repo, "show", f"{commit}:{path}")
+            except BadFileError as why:
+                if "does not exist in" in str(why):
+                    continue  # deleted by this commit
+                fatal = re.search(r"\(fatal: ([^()]*)", str(why))
+                reason = " ".join(fatal.group(1).split()[:2]) if fatal else "failed"
+                rows.append({**base, "note": f"not in this clone (git: {reason})"})
+                continue
+            try:
+                saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is the same note
+                rows.append({**base, "note": f"not a readable torch file ({type(exc).__name__})"})
+                continue
+            for key, losses in saved.items():
+                if not (isinstance(key, str) and key.startswith("loss_")
+                        and isinstance(losses, list)):
+                    continue
+                model = key.removeprefix("loss_")
+                acc = saved.get(f"acc_tr_{model}")
+                rows += [{**base, "key": model, "entry": i + 1, "loss": float(v),
+                          "acc_tr": acc, "note": ""} for i, v in enumerate(losses)]
+                log(f"{commit[:7]} {path} {model}: {len(losses)} losses")
+    out = pd.DataFrame(rows, columns=["commit", "date", "file", "key", "entry", "loss", "acc_tr",
+                                      "note"])
+    out["entry"] = out["entry"].astype("Int64")
+    return out
+
+
 def compiled_modules(repo: str | Path, *, log: Any = print) -> pd.DataFrame:
     """What the compiled modules committed in the clone ``repo`` (``__pycache__/*.pyc``, all
     branches) say about the code that ran (:mod:`lslib.bytecode`): one row per commit that has
@@ -613,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner-slices", action="store_true",
                     help=f"attack nothing: write which MNIST test images the runner ({RUNNER}) "
                          "attacks at every commit that changed it")
+    ap.add_argument("--histories", action="store_true",
+                    help="attack nothing: write the validation-loss histories the authors "
+                         "saved in their checkpoints (model_dict/*.pt), at every commit")
     ap.add_argument("--compiled", action="store_true",
                     help="attack nothing: write what the compiled modules committed in the "
                          "repository (__pycache__/*.pyc) say about the code that ran: the float "
@@ -620,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=_cli.output_file(), required=True)
     ap.add_argument("--threads", type=_cli.int_at_least(1), default=1)
     args = ap.parse_args(argv)
-    modes = [f"--{m}" for m in ("slices", "runner-slices", "compiled")
+    modes = [f"--{m}" for m in ("slices", "runner-slices", "compiled", "histories")
              if getattr(args, m.replace("-", "_"))]
     if len(modes) > 1:
         ap.error(f"argument {modes[1]}: not allowed with argument {modes[0]}")
@@ -633,8 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         # the clone before the data
         whole = bool(modes)
         _git(args.repo, "rev-parse", "--git-dir" if whole else f"{args.commit}^{{commit}}")
-        if args.runner_slices or args.compiled:
-            found = (runner_slices if args.runner_slices else compiled_modules)(args.repo)
+        if args.runner_slices or args.compiled or args.histories:
+            found = (runner_slices if args.runner_slices else compiled_modules
+                     if args.compiled else checkpoint_histories)(args.repo)
             _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started,
                                 t0=t0, threads=args.threads,
                                 authors_repository="MGoibert/Label_smoothing",

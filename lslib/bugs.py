@@ -30,6 +30,10 @@ the data, not the model cache). Every job's rows are appended to ``<out>.journal
 finishes; a killed run, started again with the same command, reads them back and runs only the
 others. The journal is removed once ``--out`` holds every row.
 
+With ``--histories`` it writes every model's validation losses, epoch by epoch, from the
+training record in the model cache (:func:`histories_of_table`): set beside the histories the
+authors saved in their checkpoints (``python -m lslib.authors --histories``).
+
 The book's tables chapter reads what this writes::
 
     python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
@@ -507,6 +511,31 @@ def versions_of_table(table: str | Path, versions: Sequence[str], *,
                                   execution=execution, journal=journal, resumed=resumed))
 
 
+def histories_of_table(table: str | Path, *, cache: str | Path | None = None,
+                       models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The training record of every model of ``table`` (its original-protocol rows; of
+    ``models`` only, where given), read from the model cache: one row per validation loss, with
+    the epoch after which it was taken (1 is the first), the learning rate the scheduler set
+    for the next epoch, and the model's clean weight under PGD-AT. Nothing is trained or
+    attacked."""
+    from lslib._files import read_cache_entry
+    from lslib.experiments import cache_dir
+
+    rows = _original_rows(table, models)
+    out = []
+    for key, model_rows, _, config in _model_entries(rows, cache):
+        _, record = read_cache_entry(cache_dir(cache) / f"{key}.pt")
+        start = int(config.get("val_start_epoch", 0))
+        lrs = record.get("learning_rates", [])
+        for i, loss in enumerate(record.get("losses", [])):
+            out.append({**_ident(model_rows.iloc[0], key), "epoch": start + i + 1,
+                        "val_loss": loss,
+                        "lr_next": lrs[start + i] if start + i < len(lrs) else math.nan,
+                        "pgd_clean_weight": config.get("pgd_clean_weight", 0.5)
+                        if config.get("adversarial") else math.nan})
+    return pd.DataFrame(out)
+
+
 def _spans(text: str) -> tuple[tuple[int, int], ...]:
     """Comma-separated FIRST-LAST image ranges, 0 <= FIRST <= LAST, or "authors" for
     :data:`AUTHORS_SLICES` (argparse type)."""
@@ -567,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of the ladder: the attacks of --attacks under each of these "
                          "versions of the original code, comma-separated (of: "
                          f"{', '.join(original.VERSIONS)})")
+    ap.add_argument("--histories", action="store_true",
+                    help="instead of the ladder: every model's validation loss after each "
+                         "epoch of its training, from the model cache (nothing is attacked)")
     ap.add_argument("--models", type=_model_keys, default=None, metavar="KEYS",
                     help="only these models of the table: their model_key, comma-separated "
                          "(default: every model)")
@@ -575,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads per job (default 1)")
     add_execution_arguments(ap)
     args = ap.parse_args(argv)
-    if sum(v is not None for v in (args.iterations, args.slices, args.versions)) > 1:
-        ap.error("give at most one of --iterations, --slices and --versions")
+    if sum(v is not None for v in (args.iterations, args.slices, args.versions)) \
+            + args.histories > 1:
+        ap.error("give at most one of --iterations, --slices, --versions and --histories")
     try:
         execution = execution_from_args(args)
     except ValueError as exc:
@@ -590,7 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         resumed: list[dict[str, Any]] = []
         kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed,
                   models=args.models)
-        if args.iterations is not None:
+        if args.histories:
+            found = histories_of_table(args.table, cache=args.cache, models=args.models)
+        elif args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, **kw)
         elif args.versions is not None:
             found = versions_of_table(args.table, args.versions, attacks=args.attacks, **kw)
@@ -610,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                             versions=None if args.versions is None else list(args.versions),
                             slices=None if args.slices is None else [
                                 f"{a}-{b}" for a, b in args.slices],
-                            attacks=list(SLICE_ATTACKS if args.slices is not None
-                                         else args.attacks),
+                            attacks=[] if args.histories else list(
+                                SLICE_ATTACKS if args.slices is not None else args.attacks),
                             models=None if args.models is None else list(args.models),
                             execution=execution.describe(), **extra)
         journal.unlink(missing_ok=True)  # the table holds every row now

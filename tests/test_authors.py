@@ -211,6 +211,7 @@ def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
     (["{tmp}", "--runner-slices", "--slices", "--out", "x.csv"], "not allowed with"),
     (["{tmp}", "--compiled", "--out", "x.csv"], "failed"),
     (["{tmp}", "--slices", "--compiled", "--out", "x.csv"], "--compiled: not allowed with"),
+    (["{tmp}", "--histories", "--out", "x.csv"], "failed"),
 ])
 def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -281,6 +282,37 @@ def test_runner_slices_reads_every_commit_of_the_runner_with_its_dates(tmp_path)
     assert got["first_image"].isna().tolist() == [False, False, True]
     assert got["note"].iloc[2].startswith("does not parse as Python")
     assert (got["commit"].str.len() == 7).all() and got["date"].str.match(r"\d{4}-\d\d-\d\d").all()
+
+
+def test_checkpoint_histories_reads_every_saved_history_and_names_what_the_clone_lacks(
+        tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "model_dict").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    state = original.OriginalMLP().double().state_dict()
+    first = {"adv": state, "loss_adv": [0.6, 0.5, 0.45], "acc_tr_adv": 0.97}
+    torch.save(first, repo / "model_dict/MNIST_Linear.pt")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    torch.save({**first, "loss_adv": [0.7], "std": state, "loss_std": [1.0, 0.9],
+                "acc_tr_std": 0.5}, repo / "model_dict/MNIST_Linear.pt")
+    torch.save({"x": state}, repo / "model_dict/MNIST_LeNet.pt")  # no history: no row
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "two")
+    (repo / "model_dict/MNIST_LeNet.pt").unlink()  # deleted: no row either
+    torch.save({"loss_z": [0.1]}, repo / "model_dict/SVHN_LeNet.pt")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "three")
+    blob = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD:model_dict/SVHN_LeNet.pt"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    (repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()  # a copy without that file
+    got = authors.checkpoint_histories(repo, log=lambda _: None)
+    one, two, three = (got[got["commit"] == c] for c in got["commit"].unique())
+    assert one["loss"].tolist() == [0.6, 0.5, 0.45] and one["entry"].tolist() == [1, 2, 3]
+    assert set(one["acc_tr"]) == {0.97} and set(one["key"]) == {"adv"}
+    assert two.groupby("key")["loss"].apply(list).to_dict() == {"adv": [0.7], "std": [1.0, 0.9]}
+    assert len(three) == 1 and three["note"].iloc[0] == "not in this clone (git: bad object)"
+    assert set(got["file"]) == {"model_dict/MNIST_Linear.pt", "model_dict/SVHN_LeNet.pt"}
 
 
 def test_clean_beside_table6_pairs_each_models_clean_accuracy_with_its_published_cell():

@@ -102,6 +102,39 @@ def test_iterations_rerun_the_tables_deepfool_and_cw_at_their_own_counts(tmp_pat
     assert {"git_commit", "source_hash", "device", "wall_seconds"} <= set(meta)
 
 
+def test_histories_are_the_validation_losses_of_the_cached_models(tmp_path, capsys):
+    """Quick training is one epoch, so each model's one validation loss is that of its cached
+    weights on the validation images: recomputed here from the weights."""
+    from lslib._files import read_cache_entry
+    from lslib.experiments import Sweep, run_sweep
+
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), baselines=("PGD-AT",), attacks=("clean",), quick=True,
+                  data_source="synthetic", pgd_clean_weight=0.75)
+    out, cache = tmp_path / "t.csv", tmp_path / "cache"
+    run_sweep(sweep, out, cache=cache, progress=False, device="cpu")
+    got = bugs.histories_of_table(out, cache=cache)
+    assert sorted(got["defence"]) == ["PGD-AT", "SLS"] and (got["epoch"] == 1).all()
+    for r in got.itertuples():
+        state, record = read_cache_entry(cache / f"{r.model_key}.pt")
+        config = original.OriginalConfig(**{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads(record["config"]).items() if k != "start_from"})
+        model = config.build()
+        model.load_state_dict(state)
+        x, y = original._data(config, "test", None, False)
+        with torch.no_grad():
+            probs = model.eval()(original.from_pixels(x[:config.val_n]))
+            want = original.smooth_cross_entropy(
+                probs, original._smoother(config)(y[:config.val_n], probs))
+        assert r.val_loss == pytest.approx(float(want), rel=1e-12)
+        assert (r.pgd_clean_weight == 0.75) if r.defence == "PGD-AT" else pd.isna(
+            r.pgd_clean_weight)
+    assert _exit_code([str(out), "--histories", "--iterations", "1", "--out",
+                       str(tmp_path / "h.csv")]) == 2
+    assert "at most one of" in capsys.readouterr().err
+
+
 def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_would(
         tmp_path, capsys):
     out = _table(tmp_path)
