@@ -59,7 +59,7 @@ from torch import nn
 from lslib.experiments import _METHOD_OF
 
 __all__ = ["MODEL_KEY", "SETUPS", "checkpoint_histories", "clean_beside_table6", "compare",
-           "compiled_modules",
+           "compiled_modules", "history_distance",
            "file_slices", "find_slices",
            "infer_size", "load_model", "read_result_file", "runner_slices",
            "runner_test_images"]
@@ -513,6 +513,30 @@ def checkpoint_histories(repo: str | Path, *, log: Any = print) -> pd.DataFrame:
                                       "note"])
     out["entry"] = out["entry"].astype("Int64")
     return out
+
+
+def history_distance(theirs: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Our models' validation-loss histories beside one the authors saved, entry by entry.
+
+    ``theirs``: the rows of one history of :func:`checkpoint_histories` (``entry``, ``loss``);
+    ``ours``: rows of :func:`lslib.bugs.histories_of_table` (``model_key``, ``epoch``,
+    ``val_loss``, and any columns that describe the model, kept). The i-th loss of each of our
+    models is set beside their i-th, over the entries both have (their first validation loss
+    and ours are both taken after the first epoch the history covers). One row per model of
+    ``ours``: ``entries`` compared, ``mean_abs_diff`` (the mean of ``|ours - theirs|``) and
+    ``closest``, the entries at which this model is the nearest of ``ours`` to theirs."""
+    theirs = theirs.sort_values("entry")["loss"].to_numpy(dtype=float)
+    first = ours.drop_duplicates("model_key")
+    keep = [c for c in first.columns if c not in ("epoch", "val_loss", "lr_next")]
+    n = min([len(theirs), *ours.groupby("model_key").size()])
+    by_model = {k: g.sort_values("epoch")["val_loss"].to_numpy(dtype=float)[:n]
+                for k, g in ours.groupby("model_key", sort=False)}
+    keys = list(by_model)
+    gaps = np.abs(np.stack([by_model[k] for k in keys]) - theirs[:n])
+    nearest = gaps.argmin(axis=0)
+    out = first[keep].set_index("model_key").loc[keys].reset_index()
+    return out.assign(entries=n, mean_abs_diff=gaps.mean(axis=1),
+                      closest=[int((nearest == i).sum()) for i in range(len(keys))])
 
 
 def compiled_modules(repo: str | Path, *, log: Any = print) -> pd.DataFrame:

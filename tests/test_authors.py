@@ -315,6 +315,21 @@ def test_checkpoint_histories_reads_every_saved_history_and_names_what_the_clone
     assert set(got["file"]) == {"model_dict/MNIST_Linear.pt", "model_dict/SVHN_LeNet.pt"}
 
 
+def test_history_distance_sets_each_of_our_histories_beside_theirs_entry_by_entry():
+    theirs = pd.DataFrame({"entry": [3, 1, 2, 4], "loss": [0.3, 0.6, 0.5, 0.2]})
+    ours = pd.DataFrame({"model_key": ["a"] * 3 + ["b"] * 3,
+                         "pgd_clean_weight": [0.5] * 3 + [0.75] * 3,
+                         "epoch": [21, 22, 23, 23, 22, 21],
+                         "val_loss": [0.7, 0.4, 0.35, 0.3, 0.52, 0.58]})
+    got = authors.history_distance(theirs, ours).set_index("model_key")
+    assert list(got.index) == ["a", "b"] and (got["entries"] == 3).all()
+    # a: |0.7-0.6|, |0.4-0.5|, |0.35-0.3|; b (sorted by epoch): 0.58, 0.52, 0.3
+    assert got.loc["a", "mean_abs_diff"] == pytest.approx((0.1 + 0.1 + 0.05) / 3)
+    assert got.loc["b", "mean_abs_diff"] == pytest.approx((0.02 + 0.02 + 0.0) / 3)
+    assert got["closest"].to_dict() == {"a": 0, "b": 3}
+    assert got.loc["b", "pgd_clean_weight"] == 0.75
+
+
 def test_clean_beside_table6_pairs_each_models_clean_accuracy_with_its_published_cell():
     from lslib.paper_tables import paper_table
 
