@@ -85,8 +85,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    "authors' lenet_mnist_model.pth) instead of a checkpoint trained here")
     p.add_argument("--pgd-clean-weight", type=_cli.number(_cli.UNIT), default=None,
                    metavar="W", help="--protocol original: PGD-AT trains on W * clean + (1 - W) "
-                   "* PGD (default 0.5, the authors' committed source; 0.75 is the module "
-                   "compiled beside it)")
+                   "* PGD (default 0.75, the authors' module as it last ran; 0.5 is their "
+                   "committed source)")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -511,17 +511,28 @@ def versions_of_table(table: str | Path, versions: Sequence[str], *,
                                   execution=execution, journal=journal, resumed=resumed))
 
 
-def histories_of_table(table: str | Path, *, cache: str | Path | None = None,
+def histories_of_table(table: str | Path | Sequence[str | Path], *,
+                       cache: str | Path | None = None,
                        models: Sequence[str] | None = None) -> pd.DataFrame:
-    """The training record of every model of ``table`` (its original-protocol rows; of
-    ``models`` only, where given), read from the model cache: one row per validation loss, with
-    the epoch after which it was taken (1 is the first), the learning rate the scheduler set
-    for the next epoch, and the model's clean weight under PGD-AT. Nothing is trained or
-    attacked."""
+    """The training record of every model of ``table`` (its original-protocol rows; several
+    tables: the models of all of them; of ``models`` only, where given), read from the model
+    cache: one row per validation loss, with the epoch after which it was taken (1 is the
+    first), the learning rate the scheduler set for the next epoch, and the model's clean
+    weight under PGD-AT. Nothing is trained or attacked."""
+    from lslib._checks import BadFileError
     from lslib._files import read_cache_entry
     from lslib.experiments import cache_dir
 
-    rows = _original_rows(table, models)
+    tables = [table] if isinstance(table, (str, Path)) else list(table)
+    rows = pd.concat([_original_rows(t) for t in tables]).drop_duplicates(
+        ["model_key", "attack", "eps"])
+    if models is not None:
+        missing = [m for m in models if m not in set(rows["model_key"])]
+        if missing:
+            raise BadFileError(tables[0], f"no model {', '.join(missing)} of the original "
+                               "protocol in the tables given",
+                               "give model keys from their model_key column")
+        rows = rows[rows["model_key"].isin(list(models))]
     out = []
     for key, model_rows, _, config in _model_entries(rows, cache):
         _, record = read_cache_entry(cache_dir(cache) / f"{key}.pt")
@@ -576,8 +587,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = _cli.OneLineParser(prog="python -m lslib.bugs", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("table", type=_cli.existing_file(),
-                    help="an original-protocol results CSV")
+    ap.add_argument("table", type=_cli.existing_file(), nargs="+",
+                    help="an original-protocol results CSV (--histories: one or more)")
     ap.add_argument("--cache", default=None, help="model cache (default $LSLIB_CACHE)")
     ap.add_argument("--eps", type=_cli.float_list(_cli.UNIT), default=None,
                     help="FGSM/BIM budgets in the paper's units, each in [0, 1] "
@@ -610,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
     if sum(v is not None for v in (args.iterations, args.slices, args.versions)) \
             + args.histories > 1:
         ap.error("give at most one of --iterations, --slices, --versions and --histories")
+    if len(args.table) > 1 and not args.histories:
+        ap.error("argument table: one table, but for --histories")
+    tables, args.table = args.table, args.table[0]
     try:
         execution = execution_from_args(args)
     except ValueError as exc:
@@ -624,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(cache=args.cache, execution=execution, journal=journal, resumed=resumed,
                   models=args.models)
         if args.histories:
-            found = histories_of_table(args.table, cache=args.cache, models=args.models)
+            found = histories_of_table(tables, cache=args.cache, models=args.models)
         elif args.iterations is not None:
             found = iterations_of_table(args.table, args.iterations, **kw)
         elif args.versions is not None:
@@ -641,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
                                          for p in resumed})} if resumed else {}
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
                             threads=args.threads, table=Path(args.table).as_posix(),
+                            tables=[Path(t).as_posix() for t in tables] if args.histories
+                            else None,
                             eps=args.eps, iterations=args.iterations,
                             versions=None if args.versions is None else list(args.versions),
                             slices=None if args.slices is None else [

@@ -428,8 +428,7 @@ class Sweep:
     ``lenet_start``: under the original protocol the MNIST LeNet starts from the weights in this
     file (the authors' ``lenet_mnist_model.pth``) instead of a checkpoint trained here.
     ``pgd_clean_weight``: under the original protocol PGD-AT trains on ``w * clean + (1 - w) *
-    PGD`` with this ``w`` (None: the protocol's, 0.5; see
-    :attr:`lslib.original.OriginalConfig.pgd_clean_weight`).
+    PGD`` with this ``w`` (None: the protocol's, :data:`lslib.original.PGD_CLEAN_WEIGHT`).
     """
 
     setups: tuple[str, ...]

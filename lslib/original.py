@@ -20,11 +20,12 @@ What the original does, and we do here
   1000 test images), early stopping when the mean relative change of the last five validation
   losses is at most 1e-4 (:func:`has_converged`), float64; the MNIST LeNet starts from a naturally
   trained checkpoint (:attr:`OriginalConfig.start_from`), the MLP from a random initialisation, as
-  in the original. PGD-AT (as at dc3c764): 20 natural epochs, then ``0.5 * clean + 0.5 * PGD``
-  loss, PGD with eps 0.25, step 0.1 (the paper's alpha_PGD), 3 steps, no random start,
-  projected onto [-1, 1], with the gradient its last step leaves on the parameters added to the
-  training gradient (``OriginalConfig.pgd_grad_leak``); the validation loss and the scheduler
-  (patience 4, factor 0.1) start at epoch 20; no early stop.
+  in the original. PGD-AT (as at dc3c764): 20 natural epochs, then ``0.75 * clean + 0.25 * PGD``
+  loss (:data:`PGD_CLEAN_WEIGHT`, see "The PGD-AT loss" below), PGD with eps 0.25, step 0.1
+  (the paper's alpha_PGD), 3 steps, no random start, projected onto [-1, 1], with the gradient
+  its last step leaves on the parameters added to the training gradient
+  (``OriginalConfig.pgd_grad_leak``); the validation loss and the scheduler (patience 4, factor
+  0.1) start at epoch 20; no early stop.
 - Evaluation (:func:`evaluate`): the test slices are test images 1000-9999 for FGSM, BIM,
   DeepFool and the clean accuracy and 1000-1999 for CW (see "Which test images"); a point counts
   when the model classifies it correctly and the attack fails (a misclassified clean point is a
@@ -89,6 +90,19 @@ cells come from dc3c764, where the rate is passed on and its value is whatever t
 gave, which the repository does not record; its checkpoint (``model_dict/MNIST_Linear.pt``)
 reaches validation accuracy 0.979, which 1e-4 cannot. We train PGD-AT at 0.1 too, the function's
 default: a choice, and said so wherever its rows are shown.
+
+The PGD-AT loss. The source committed at dc3c764 trains PGD-AT on ``0.5 * clean + 0.5 * PGD``.
+The compiled module committed beside it (``label_smoothing/__pycache__/functional.cpython-36.pyc``,
+which Python writes again whenever the source has changed, so it holds the module as it last ran)
+was compiled from a source two bytes longer, last changed 2019-10-08 12:06:23 UTC, whose training
+closure holds the constants 0.75 and 0.25 where the committed source holds 0.5 (``python -m
+lslib.authors --compiled``, :mod:`lslib.bytecode`; every other compiled module of f0dae34 and
+dc3c764 was compiled from the source committed beside it). Which weights trained the tables'
+PGD-AT models is told by their checkpoints, which saved their validation-loss histories
+(``python -m lslib.authors --histories``): our PGD-trained MLP, trained with each weight and nothing
+else changed, follows the authors' history at 0.75 and lies above it at 0.5 (the tables chapter
+computes it). So the original protocol trains PGD-AT at :data:`PGD_CLEAN_WEIGHT` = 0.75;
+``OriginalConfig.pgd_clean_weight`` (``--pgd-clean-weight 0.5``) gives the committed source.
 
 Which temperature. The runner sweeps BLS over T in {1e-4, 1e-3, 1e-2, 0.1} (``np.logspace(-4,
 -1, 4)``, hard-coded at 919c8a0), and the paper names none for its tables ("T = 0.001 for example
@@ -156,6 +170,7 @@ __all__ = [
     "OriginalConfig",
     "OriginalLeNet",
     "OriginalMLP",
+    "PGD_CLEAN_WEIGHT",
     "StartFile",
     "Switches",
     "attack_accuracy",
@@ -523,8 +538,8 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
     set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images.
     ``lenet_start``: the LeNet starts from the weights in this file (:class:`StartFile`, the
     authors' ``lenet_mnist_model.pth``) instead of from a checkpoint trained here.
-    ``pgd_clean_weight``: PGD-AT's clean weight (None: 0.5, the committed source; see
-    :attr:`OriginalConfig.pgd_clean_weight`); it acts on PGD-AT only."""
+    ``pgd_clean_weight``: PGD-AT's clean weight (None: :data:`PGD_CLEAN_WEIGHT`, 0.75; 0.5 is the
+    committed source's); it acts on PGD-AT only."""
     if setup.model not in MODELS:
         raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
                          f"{setup.name!r}")
@@ -550,15 +565,22 @@ def _start_file(path: str, model: str) -> StartFile:
     return StartFile.of(path, model)  # read once per sweep, not once per row
 
 
+#: The clean loss's weight in the original protocol's PGD-AT loss, ``w * clean + (1 - w) * PGD``:
+#: that of the module compiled beside dc3c764's source, which the authors' saved training history
+#: follows (the committed source's is 0.5; see "The PGD-AT loss" above).
+PGD_CLEAN_WEIGHT = 0.75
+
+
 def _pgd_at_training(pgd_start_epoch: int, clean_weight: float | None = None
                      ) -> dict[str, Any]:
-    """PGD-AT as dc3c764 trains it: the validation loss and the scheduler start with the first
+    """PGD-AT as dc3c764 trained it: the validation loss and the scheduler start with the first
     PGD epoch; patience 4, factor 0.1; no early stopping; PGD steps of 0.1, the paper's stated
     alpha_PGD for MNIST (the code's 0.5 is a command-line default, and the paper's per-data-set
-    steps, 0.1 and 0.02, can only have come from the command line)."""
+    steps, 0.1 and 0.02, can only have come from the command line); the clean loss weighs
+    ``clean_weight`` (None: :data:`PGD_CLEAN_WEIGHT`)."""
     return dict(patience=4, factor=0.1, early_stop=False, val_start_epoch=pgd_start_epoch,
-                pgd_step=0.1, **({} if clean_weight is None else
-                                 {"pgd_clean_weight": clean_weight}))
+                pgd_step=0.1, pgd_clean_weight=(PGD_CLEAN_WEIGHT if clean_weight is None
+                                                else clean_weight))
 
 
 def has_converged(history: list[float], threshold: float = 1e-4, window: int = 5) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -133,6 +134,21 @@ def test_histories_are_the_validation_losses_of_the_cached_models(tmp_path, caps
     assert _exit_code([str(out), "--histories", "--iterations", "1", "--out",
                        str(tmp_path / "h.csv")]) == 2
     assert "at most one of" in capsys.readouterr().err
+    # several tables: the models of all of them, filtered by key across them
+    other = tmp_path / "u.csv"
+    run_sweep(dataclasses.replace(sweep, methods=(), baselines=("natural",),
+                                  pgd_clean_weight=None), other, cache=cache, progress=False,
+              device="cpu")
+    both = bugs.histories_of_table([out, other], cache=cache)
+    assert sorted(both["defence"]) == ["PGD-AT", "SLS", "natural"]
+    natural = both.loc[both["defence"] == "natural", "model_key"].tolist()
+    assert bugs.histories_of_table([out, other], cache=cache, models=natural)[
+        "defence"].tolist() == ["natural"]
+    assert _exit_code([str(out), str(other), "--out", str(tmp_path / "h.csv")]) == 2
+    assert "one table, but for --histories" in capsys.readouterr().err
+    assert bugs.main([str(out), str(other), "--histories", "--cache", str(cache), "--out",
+                      str(tmp_path / "h.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "h.csv")) == 3
 
 
 def test_slices_read_each_cell_on_other_test_images_as_a_run_on_those_images_would(

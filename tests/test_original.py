@@ -423,7 +423,7 @@ def test_pgd_training_gradient_is_the_originals_with_the_leaked_last_step(weight
     leak it must not."""
     torch.manual_seed(0)
     config = dataclasses.replace(orig.OriginalConfig(model="mlp", adversarial=True),
-                                 **orig._pgd_at_training(0), pgd_clean_weight=weight)
+                                 **orig._pgd_at_training(0, weight))
     assert config.pgd_step == 0.1 and config.pgd_grad_leak
     model = config.build()
     x = torch.rand(8, 1, 28, 28, dtype=torch.float64) - 0.5
@@ -588,14 +588,15 @@ def test_pgd_clean_weight_reaches_pgd_at_only_and_is_checked(tmp_path, capsys):
     from lslib.__main__ import main
     from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
 
+    protocols = orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"))
+    assert protocols.pgd_clean_weight == orig.PGD_CLEAN_WEIGHT == 0.75
     sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
-                  alphas=(0.4,), pgd_clean_weight=0.75)
+                  alphas=(0.4,), pgd_clean_weight=0.5)  # the committed source's
     configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
                for d in sweep.defences(SETUPS["mnist-linear"], "original")}
-    assert configs["PGD-AT"].pgd_clean_weight == 0.75
+    assert configs["PGD-AT"] == dataclasses.replace(protocols, pgd_clean_weight=0.5)
     assert configs["natural"] == orig.train_config(SETUPS["mnist-linear"], Defence("natural"))
-    assert configs["PGD-AT"].key() != orig.train_config(SETUPS["mnist-linear"],
-                                                        Defence("PGD-AT")).key()
+    assert configs["PGD-AT"].key() != protocols.key()
     for bad, match in (({"pgd_clean_weight": 1.5}, "pgd_clean_weight"),
                        ({"pgd_clean_weight": 0.75, "baselines": ("natural",)}, "baseline PGD-AT"),
                        ({"pgd_clean_weight": 0.75, "protocols": ("paper",)}, "protocol 'orig")):
