@@ -525,6 +525,8 @@ def history_distance(theirs: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
     and ours are both taken after the first epoch the history covers). One row per model of
     ``ours``: ``entries`` compared, ``mean_abs_diff`` (the mean of ``|ours - theirs|``) and
     ``closest``, the entries at which this model is the nearest of ``ours`` to theirs."""
+    theirs = theirs.assign(entry=pd.to_numeric(theirs["entry"]),  # a CSV read as text
+                           loss=pd.to_numeric(theirs["loss"]))
     theirs = theirs.sort_values("entry")["loss"].to_numpy(dtype=float)
     first = ours.drop_duplicates("model_key")
     keep = [c for c in first.columns if c not in ("epoch", "val_loss", "lr_next")]

@@ -328,6 +328,12 @@ def test_history_distance_sets_each_of_our_histories_beside_theirs_entry_by_entr
     assert got.loc["b", "mean_abs_diff"] == pytest.approx((0.02 + 0.02 + 0.0) / 3)
     assert got["closest"].to_dict() == {"a": 0, "b": 3}
     assert got.loc["b", "pgd_clean_weight"] == 0.75
+    # entries read as text (a CSV read with keep_default_na=False) sort as numbers
+    many = pd.DataFrame({"entry": [str(i) for i in range(1, 12)], "loss": [str(0.1 * i)
+                                                                           for i in range(11)]})
+    ours = pd.DataFrame({"model_key": "c", "epoch": range(21, 32),
+                         "val_loss": [0.1 * i for i in range(11)]})
+    assert authors.history_distance(many, ours)["mean_abs_diff"].iloc[0] == pytest.approx(0)
 
 
 def test_clean_beside_table6_pairs_each_models_clean_accuracy_with_its_published_cell():
