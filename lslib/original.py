@@ -89,7 +89,8 @@ validation loss 2.2617 after 11 epochs, ln 10 = 2.303), so 1e-4 cannot have made
 cells come from dc3c764, where the rate is passed on and its value is whatever the command line
 gave, which the repository does not record; its checkpoint (``model_dict/MNIST_Linear.pt``)
 reaches validation accuracy 0.979, which 1e-4 cannot. We train PGD-AT at 0.1 too, the function's
-default: a choice, and said so wherever its rows are shown.
+default: a choice, and said so wherever its rows are shown (at 0.1, with the PGD-AT loss below,
+our PGD-trained MLP's validation losses follow those its checkpoint saved).
 
 The PGD-AT loss. The source committed at dc3c764 trains PGD-AT on ``0.5 * clean + 0.5 * PGD``.
 The compiled module committed beside it (``label_smoothing/__pycache__/functional.cpython-36.pyc``,
