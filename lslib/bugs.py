@@ -522,7 +522,9 @@ def histories_of_table(table: str | Path | Sequence[str | Path], *,
     from lslib._checks import BadFileError
     from lslib._files import read_cache_entry
     from lslib.experiments import cache_dir
+    from lslib.original import OriginalConfig
 
+    committed = OriginalConfig(model="mlp").pgd_clean_weight  # records from before the field
     tables = [table] if isinstance(table, (str, Path)) else list(table)
     rows = pd.concat([_original_rows(t) for t in tables]).drop_duplicates(
         ["model_key", "attack", "eps"])
@@ -542,7 +544,7 @@ def histories_of_table(table: str | Path | Sequence[str | Path], *,
             out.append({**_ident(model_rows.iloc[0], key), "epoch": start + i + 1,
                         "val_loss": loss,
                         "lr_next": lrs[start + i] if start + i < len(lrs) else math.nan,
-                        "pgd_clean_weight": config.get("pgd_clean_weight", 0.5)
+                        "pgd_clean_weight": config.get("pgd_clean_weight", committed)
                         if config.get("adversarial") else math.nan})
     return pd.DataFrame(out)
 
