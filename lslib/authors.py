@@ -718,9 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         # the clone before the data
         whole = bool(modes)
         _git(args.repo, "rev-parse", "--git-dir" if whole else f"{args.commit}^{{commit}}")
-        if args.runner_slices or args.compiled or args.histories:
-            found = (runner_slices if args.runner_slices else compiled_modules
-                     if args.compiled else checkpoint_histories)(args.repo)
+        whole_history = {"--runner-slices": runner_slices, "--compiled": compiled_modules,
+                         "--histories": checkpoint_histories}
+        if modes and modes[0] in whole_history:  # read the clone only, no data
+            found = whole_history[modes[0]](args.repo)
             _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started,
                                 t0=t0, threads=args.threads,
                                 authors_repository="MGoibert/Label_smoothing",

@@ -5,6 +5,7 @@ of the fake result file come from an FGSM written out in the test."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 
 import pandas as pd
@@ -282,6 +283,25 @@ def test_runner_slices_reads_every_commit_of_the_runner_with_its_dates(tmp_path)
     assert got["first_image"].isna().tolist() == [False, False, True]
     assert got["note"].iloc[2].startswith("does not parse as Python")
     assert (got["commit"].str.len() == 7).all() and got["date"].str.match(r"\d{4}-\d\d-\d\d").all()
+
+
+def test_cli_whole_history_mode_writes_what_its_function_reads(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    for cond in ("i >= 1000", "i > 1000 and i <= 2000"):
+        (repo / authors.RUNNER).write_text(_RUNNER.format(cond=cond))
+        _git(repo, "add", ".")
+        _git(repo, "commit", "-qm", cond)
+    out = tmp_path / "slices.csv"
+    assert authors.main([str(repo), "--runner-slices", "--out", str(out)]) == 0
+    got = pd.read_csv(out)
+    want = authors.runner_slices(repo, log=lambda _: None)
+    assert got[["first_image", "last_image", "points"]].values.tolist() == \
+        want[["first_image", "last_image", "points"]].values.tolist() == \
+        [[1000, 9999, 9000], [1001, 2000, 1000]]
+    meta = json.loads((tmp_path / "slices.csv.meta.json").read_text())
+    assert "--runner-slices" in json.dumps(meta)
 
 
 def test_checkpoint_histories_reads_every_saved_history_and_names_what_the_clone_lacks(
