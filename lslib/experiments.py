@@ -428,7 +428,9 @@ class Sweep:
     ``lenet_start``: under the original protocol the MNIST LeNet starts from the weights in this
     file (the authors' ``lenet_mnist_model.pth``) instead of a checkpoint trained here.
     ``pgd_clean_weight``: under the original protocol PGD-AT trains on ``w * clean + (1 - w) *
-    PGD`` with this ``w`` (None: the protocol's, :data:`lslib.original.PGD_CLEAN_WEIGHT`).
+    PGD`` with this ``w`` (None: the protocol's, :data:`lslib.original.PGD_CLEAN_WEIGHT`);
+    ``pgd_epochs``: and for this many epochs (None: the set-up's,
+    :data:`lslib.original.PGD_AT_EPOCHS`).
     """
 
     setups: tuple[str, ...]
@@ -445,6 +447,7 @@ class Sweep:
     n_test: int | None = None
     lenet_start: str | None = None
     pgd_clean_weight: float | None = None
+    pgd_epochs: int | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("setups", self.setups, SETUPS),
@@ -465,9 +468,15 @@ class Sweep:
                 raise ValueError(f"lenet_start: no such file: {self.lenet_start}")
         if self.pgd_clean_weight is not None:
             check_unit_interval("pgd_clean_weight", self.pgd_clean_weight)
-            if "original" not in self.protocols or "PGD-AT" not in self.baselines:
-                raise ValueError("pgd_clean_weight is the original protocol's PGD-AT setting: "
-                                 "it needs protocol 'original' and baseline PGD-AT")
+        if self.pgd_epochs is not None and (isinstance(self.pgd_epochs, bool)
+                                            or not isinstance(self.pgd_epochs, int)
+                                            or self.pgd_epochs < 1):
+            raise ValueError(f"pgd_epochs must be a whole number >= 1, got {self.pgd_epochs!r}")
+        for name in ("pgd_clean_weight", "pgd_epochs"):
+            if getattr(self, name) is not None and ("original" not in self.protocols
+                                                    or "PGD-AT" not in self.baselines):
+                raise ValueError(f"{name} is the original protocol's PGD-AT setting: it needs "
+                                 "protocol 'original' and baseline PGD-AT")
         if "original" in self.protocols:
             other = [s for s in self.setups if s not in ORIGINAL_SETUPS]
             if other:
@@ -993,7 +1002,8 @@ def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
         config: Any = train_config(SETUPS[row.setup], row.defence, seed=sweep.seed,
                                    quick=sweep.quick, data_source=sweep.data_source,
                                    lenet_start=sweep.lenet_start,
-                                   pgd_clean_weight=sweep.pgd_clean_weight)
+                                   pgd_clean_weight=sweep.pgd_clean_weight,
+                                   pgd_epochs=sweep.pgd_epochs)
     else:
         config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
                                           data_source=sweep.data_source)

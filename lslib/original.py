@@ -21,7 +21,8 @@ What the original does, and we do here
   losses is at most 1e-4 (:func:`has_converged`), float64; the MNIST LeNet starts from a naturally
   trained checkpoint (:attr:`OriginalConfig.start_from`), the MLP from a random initialisation, as
   in the original. PGD-AT (as at dc3c764): 20 natural epochs, then ``0.75 * clean + 0.25 * PGD``
-  loss (:data:`PGD_CLEAN_WEIGHT`, see "The PGD-AT loss" below), PGD with eps 0.25, step 0.1
+  loss (:data:`PGD_CLEAN_WEIGHT`, see "The PGD-AT loss" below) up to epoch 69 on the MLP and 39
+  on the LeNet (:data:`PGD_AT_EPOCHS`, "The PGD-AT epochs" below), PGD with eps 0.25, step 0.1
   (the paper's alpha_PGD), 3 steps, no random start, projected onto [-1, 1], with the gradient
   its last step leaves on the parameters added to the training gradient
   (``OriginalConfig.pgd_grad_leak``); the validation loss and the scheduler (patience 4, factor
@@ -104,6 +105,16 @@ PGD-AT models is told by their checkpoints, which saved their validation-loss hi
 else changed, follows the authors' history at 0.75 and lies above it at 0.5 (the tables chapter
 computes it). So the original protocol trains PGD-AT at :data:`PGD_CLEAN_WEIGHT` = 0.75;
 ``OriginalConfig.pgd_clean_weight`` (``--pgd-clean-weight 0.5``) gives the committed source.
+
+The PGD-AT epochs. The same histories tell how long those models trained. At dc3c764, in the
+source and in the compiled module alike, the training function validates once per epoch from
+epoch 20 on (the first PGD epoch) and never stops early (``enable_early_stopping`` defaults to
+False and the runner does not pass it), so a saved history of n losses is a run of 20 + n
+epochs. The PGD-trained MLP's holds 49 losses and the LeNet's 19: 69 and 39 epochs, where the
+runner's default is 50, so the command lines set them. The original protocol trains PGD-AT for
+:data:`PGD_AT_EPOCHS` epochs;
+``--pgd-epochs 50`` gives the runner's default (and the keys of the PGD-AT models trained before
+this was found).
 
 Which temperature. The runner sweeps BLS over T in {1e-4, 1e-3, 1e-2, 0.1} (``np.logspace(-4,
 -1, 4)``, hard-coded at 919c8a0), and the paper names none for its tables ("T = 0.001 for example
@@ -534,13 +545,16 @@ _ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True, "pgd_clean_weight": 0.5}
 
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
                  data_source: str = "real", lenet_start: str | Path | None = None,
-                 pgd_clean_weight: float | None = None) -> OriginalConfig:
+                 pgd_clean_weight: float | None = None,
+                 pgd_epochs: int | None = None) -> OriginalConfig:
     """The :class:`OriginalConfig` of a defence (:class:`lslib.experiments.Defence`) on an MNIST
     set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images.
     ``lenet_start``: the LeNet starts from the weights in this file (:class:`StartFile`, the
     authors' ``lenet_mnist_model.pth``) instead of from a checkpoint trained here.
     ``pgd_clean_weight``: PGD-AT's clean weight (None: :data:`PGD_CLEAN_WEIGHT`, 0.75; 0.5 is the
-    committed source's); it acts on PGD-AT only."""
+    committed source's); ``pgd_epochs``: PGD-AT's epochs, the natural ones included (None:
+    :data:`PGD_AT_EPOCHS`, the set-up's); both act on PGD-AT only (and ``quick`` overrides
+    ``pgd_epochs``)."""
     if setup.model not in MODELS:
         raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
                          f"{setup.name!r}")
@@ -552,13 +566,16 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
     if setup.model == "lenet-mnist":
         start = (OriginalConfig(**base) if lenet_start is None
                  else _start_file(str(lenet_start), setup.model))
-    return OriginalConfig(**base, method=_METHOD_OF.get(defence.name),
-                          alpha=0.0 if defence.alpha is None else float(defence.alpha),
-                          temperature=(0.001 if defence.temperature is None
-                                       else float(defence.temperature)),
-                          adversarial=defence.name == "PGD-AT", start_from=start,
-                          **(_pgd_at_training(small.get("pgd_start_epoch", 20), pgd_clean_weight)
-                             if defence.name == "PGD-AT" else {}))
+    settings = dict(base, method=_METHOD_OF.get(defence.name),
+                    alpha=0.0 if defence.alpha is None else float(defence.alpha),
+                    temperature=(0.001 if defence.temperature is None
+                                 else float(defence.temperature)),
+                    adversarial=defence.name == "PGD-AT", start_from=start)
+    if defence.name == "PGD-AT":
+        settings.update(_pgd_at_training(small.get("pgd_start_epoch", 20), pgd_clean_weight))
+        if not quick:
+            settings["epochs"] = PGD_AT_EPOCHS[setup.model] if pgd_epochs is None else pgd_epochs
+    return OriginalConfig(**settings)
 
 
 @functools.lru_cache(maxsize=8)
@@ -570,6 +587,13 @@ def _start_file(path: str, model: str) -> StartFile:
 #: that of the module compiled beside dc3c764's source, which the authors' saved training history
 #: follows (the committed source's is 0.5; see "The PGD-AT loss" above).
 PGD_CLEAN_WEIGHT = 0.75
+
+#: The epochs of the original protocol's PGD-AT, per model (natural epochs included): those of the
+#: authors' PGD-trained checkpoints behind the tables (dc3c764), read from the validation-loss
+#: histories they saved. The code as it last ran validates from epoch 20 on, once per epoch and
+#: without early stopping, so a history of n losses is 20 + n epochs: 49 losses for the MLP, 19
+#: for the LeNet (``results/mnist-authors-histories.csv``; see "The PGD-AT epochs" above).
+PGD_AT_EPOCHS: dict[str, int] = {"mlp": 69, "lenet-mnist": 39}
 
 
 def _pgd_at_training(pgd_start_epoch: int, clean_weight: float | None = None

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -612,6 +613,49 @@ def test_pgd_clean_weight_reaches_pgd_at_only_and_is_checked(tmp_path, capsys):
                  "0.75", "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs protocol 'original'" in err
+
+
+def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_only(
+        tmp_path, capsys):
+    import pandas as pd
+
+    from lslib.__main__ import main
+    from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
+
+    # the authors' PGD-trained checkpoints behind the tables (dc3c764) saved one validation loss
+    # per epoch from epoch 20 on: 20 + n epochs
+    hist = pd.read_csv(Path(__file__).parents[1] / "results" / "mnist-authors-histories.csv")
+    pgd = hist[(hist["commit"] == "dc3c764")
+               & hist["key"].fillna("").str.endswith("PGD_adv_training")]
+    saved = pgd.groupby("file")["entry"].count()
+    assert 20 + saved["model_dict/MNIST_Linear.pt"] == orig.PGD_AT_EPOCHS["mlp"] == 69
+    assert 20 + saved["model_dict/MNIST_LeNet.pt"] == orig.PGD_AT_EPOCHS["lenet-mnist"] == 39
+    for setup, epochs in (("mnist-linear", 69), ("mnist-lenet", 39)):
+        assert orig.train_config(SETUPS[setup], Defence("PGD-AT")).epochs == epochs
+        assert orig.train_config(SETUPS[setup], Defence("SLS", 0.1)).epochs == 50
+        assert orig.train_config(SETUPS[setup], Defence("PGD-AT"), quick=True,
+                                 pgd_epochs=69).epochs == 1
+    # the runner's default gives back the key of the MLP trained before (results/ rows hold it)
+    assert orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"),
+                             pgd_epochs=50).key() == "orig-733c38df0461df80"
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), pgd_epochs=50)
+    configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
+               for d in sweep.defences(SETUPS["mnist-linear"], "original")}
+    assert configs["PGD-AT"].epochs == 50 and configs["SLS"].epochs == 50
+    for bad, match in (({"pgd_epochs": 0}, "pgd_epochs must be a whole number >= 1, got 0"),
+                       ({"pgd_epochs": 2.5}, "pgd_epochs must be"),
+                       ({"pgd_epochs": True}, "pgd_epochs must be"),
+                       ({"pgd_epochs": 50, "baselines": ("natural",)}, "pgd_epochs is the"),
+                       ({"pgd_epochs": 50, "protocols": ("paper",)}, "protocol 'original'")):
+        with pytest.raises(ValueError, match=match):
+            Sweep(**{"setups": ("mnist-linear",), "protocols": ("original",), **bad})
+    out = str(tmp_path / "o.csv")
+    with pytest.raises(SystemExit) as ex:
+        main(["reproduce", "mnist-linear", "--protocol", "original", "--pgd-epochs", "0",
+              "--out", out])
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 2 and len(err.splitlines()) == 1 and "--pgd-epochs" in err
 
 
 def test_test_images_names_the_slices_the_rows_attacked():
