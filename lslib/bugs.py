@@ -517,14 +517,14 @@ def histories_of_table(table: str | Path | Sequence[str | Path], *,
     """The training record of every model of ``table`` (its original-protocol rows; several
     tables: the models of all of them; of ``models`` only, where given), read from the model
     cache: one row per validation loss, with the epoch after which it was taken (1 is the
-    first), the learning rate the scheduler set for the next epoch, and the model's clean
-    weight under PGD-AT. Nothing is trained or attacked."""
+    first), the learning rate the scheduler set for the next epoch, the model's clean weight
+    under PGD-AT and the epochs it was set to train. Nothing is trained or attacked."""
     from lslib._checks import BadFileError
     from lslib._files import read_cache_entry
     from lslib.experiments import cache_dir
     from lslib.original import OriginalConfig
 
-    committed = OriginalConfig(model="mlp").pgd_clean_weight  # records from before the field
+    defaults = OriginalConfig(model="mlp")  # the committed source's weight: older records
     tables = [table] if isinstance(table, (str, Path)) else list(table)
     rows = pd.concat([_original_rows(t) for t in tables]).drop_duplicates(
         ["model_key", "attack", "eps"])
@@ -544,8 +544,10 @@ def histories_of_table(table: str | Path | Sequence[str | Path], *,
             out.append({**_ident(model_rows.iloc[0], key), "epoch": start + i + 1,
                         "val_loss": loss,
                         "lr_next": lrs[start + i] if start + i < len(lrs) else math.nan,
-                        "pgd_clean_weight": config.get("pgd_clean_weight", committed)
-                        if config.get("adversarial") else math.nan})
+                        "pgd_clean_weight": config.get("pgd_clean_weight",
+                                                       defaults.pgd_clean_weight)
+                        if config.get("adversarial") else math.nan,
+                        "epochs": int(config.get("epochs", defaults.epochs))})
     return pd.DataFrame(out)
 
 

@@ -116,6 +116,7 @@ def test_histories_are_the_validation_losses_of_the_cached_models(tmp_path, caps
     run_sweep(sweep, out, cache=cache, progress=False, device="cpu")
     got = bugs.histories_of_table(out, cache=cache)
     assert sorted(got["defence"]) == ["PGD-AT", "SLS"] and (got["epoch"] == 1).all()
+    assert (got["epochs"] == 1).all()  # quick: one epoch, whatever PGD-AT's full count
     for r in got.itertuples():
         state, record = read_cache_entry(cache / f"{r.model_key}.pt")
         config = original.OriginalConfig(**{

@@ -658,6 +658,17 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
     assert ex.value.code == 2 and len(err.splitlines()) == 1 and "--pgd-epochs" in err
 
 
+def test_a_pgd_at_run_of_n_epochs_saves_n_minus_20_validation_losses(tmp_path):
+    """The inference PGD_AT_EPOCHS rests on, made by our training: validation from epoch 20 on,
+    once per epoch, no early stop."""
+    from lslib.experiments import SETUPS, Defence
+
+    config = orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"),
+                               data_source="synthetic", pgd_epochs=23)
+    _, record = orig.train_original(config, cache=tmp_path)
+    assert config.epochs == record["epochs_run"] == 23 and len(record["losses"]) == 3
+
+
 def test_test_images_names_the_slices_the_rows_attacked():
     import pandas as pd
 
