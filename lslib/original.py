@@ -107,12 +107,12 @@ computes it). So the original protocol trains PGD-AT at :data:`PGD_CLEAN_WEIGHT`
 ``OriginalConfig.pgd_clean_weight`` (``--pgd-clean-weight 0.5``) gives the committed source.
 
 The PGD-AT epochs. The same histories tell how long those models trained. At dc3c764, in the
-source and in the compiled module alike, the training function validates once per epoch from
-epoch 20 on (the first PGD epoch) and never stops early (``enable_early_stopping`` defaults to
-False and the runner does not pass it), so a saved history of n losses is a run of 20 + n
-epochs. The PGD-trained MLP's holds 49 losses and the LeNet's 19: 69 and 39 epochs, where the
-runner's default is 50, so the command lines set them. The original protocol trains PGD-AT for
-:data:`PGD_AT_EPOCHS` epochs;
+source and in the compiled module alike, the training function validates once per epoch after
+the 20 natural ones (from the first PGD epoch on) and never stops early
+(``enable_early_stopping`` defaults to False and the runner does not pass it), so a saved
+history of n losses is a run of 20 + n epochs. The PGD-trained MLP's holds 49 losses and the
+LeNet's 19: 69 and 39 epochs, where the runner's default is 50, so the command lines set them.
+The original protocol trains PGD-AT for :data:`PGD_AT_EPOCHS` epochs;
 ``--pgd-epochs 50`` gives the runner's default (and the keys of the PGD-AT models trained before
 this was found).
 
@@ -590,9 +590,9 @@ PGD_CLEAN_WEIGHT = 0.75
 
 #: The epochs of the original protocol's PGD-AT, per model (natural epochs included): those of the
 #: authors' PGD-trained checkpoints behind the tables (dc3c764), read from the validation-loss
-#: histories they saved. The code as it last ran validates from epoch 20 on, once per epoch and
-#: without early stopping, so a history of n losses is 20 + n epochs: 49 losses for the MLP, 19
-#: for the LeNet (``results/mnist-authors-histories.csv``; see "The PGD-AT epochs" above).
+#: histories they saved. The code as it last ran validates once per epoch after the 20 natural
+#: epochs, without early stopping, so a history of n losses is 20 + n epochs: 49 losses for the
+#: MLP, 19 for the LeNet (``results/mnist-authors-histories.csv``; "The PGD-AT epochs" above).
 PGD_AT_EPOCHS: dict[str, int] = {"mlp": 69, "lenet-mnist": 39}
 
 
