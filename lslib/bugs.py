@@ -524,7 +524,7 @@ def histories_of_table(table: str | Path | Sequence[str | Path], *,
     from lslib.experiments import cache_dir
     from lslib.original import OriginalConfig
 
-    defaults = OriginalConfig(model="mlp")  # the committed source's weight: older records
+    defaults = OriginalConfig(model="mlp")  # for records written before a field existed
     tables = [table] if isinstance(table, (str, Path)) else list(table)
     rows = pd.concat([_original_rows(t) for t in tables]).drop_duplicates(
         ["model_key", "attack", "eps"])

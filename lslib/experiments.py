@@ -468,10 +468,8 @@ class Sweep:
                 raise ValueError(f"lenet_start: no such file: {self.lenet_start}")
         if self.pgd_clean_weight is not None:
             check_unit_interval("pgd_clean_weight", self.pgd_clean_weight)
-        if self.pgd_epochs is not None and (isinstance(self.pgd_epochs, bool)
-                                            or not isinstance(self.pgd_epochs, int)
-                                            or self.pgd_epochs < 1):
-            raise ValueError(f"pgd_epochs must be a whole number >= 1, got {self.pgd_epochs!r}")
+        if self.pgd_epochs is not None:
+            check_int_at_least("pgd_epochs", self.pgd_epochs, 1)
         for name in ("pgd_clean_weight", "pgd_epochs"):
             if getattr(self, name) is not None and ("original" not in self.protocols
                                                     or "PGD-AT" not in self.baselines):

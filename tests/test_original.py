@@ -623,7 +623,7 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
     from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
 
     # the authors' PGD-trained checkpoints behind the tables (dc3c764) saved one validation loss
-    # per epoch from epoch 20 on: 20 + n epochs
+    # per epoch after the 20 natural ones: 20 + n epochs
     hist = pd.read_csv(Path(__file__).parents[1] / "results" / "mnist-authors-histories.csv")
     pgd = hist[(hist["commit"] == "dc3c764")
                & hist["key"].fillna("").str.endswith("PGD_adv_training")]
@@ -643,12 +643,13 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
     configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
                for d in sweep.defences(SETUPS["mnist-linear"], "original")}
     assert configs["PGD-AT"].epochs == 50 and configs["SLS"].epochs == 50
-    for bad, match in (({"pgd_epochs": 0}, "pgd_epochs must be a whole number >= 1, got 0"),
-                       ({"pgd_epochs": 2.5}, "pgd_epochs must be"),
-                       ({"pgd_epochs": True}, "pgd_epochs must be"),
-                       ({"pgd_epochs": 50, "baselines": ("natural",)}, "pgd_epochs is the"),
-                       ({"pgd_epochs": 50, "protocols": ("paper",)}, "protocol 'original'")):
-        with pytest.raises(ValueError, match=match):
+    for bad, error, match in (
+            ({"pgd_epochs": 0}, ValueError, "pgd_epochs must be an integer >= 1, got 0"),
+            ({"pgd_epochs": 2.5}, TypeError, "pgd_epochs must be"),
+            ({"pgd_epochs": True}, TypeError, "pgd_epochs must be"),
+            ({"pgd_epochs": 50, "baselines": ("natural",)}, ValueError, "pgd_epochs is the"),
+            ({"pgd_epochs": 50, "protocols": ("paper",)}, ValueError, "protocol 'original'")):
+        with pytest.raises(error, match=match):
             Sweep(**{"setups": ("mnist-linear",), "protocols": ("original",), **bad})
     out = str(tmp_path / "o.csv")
     with pytest.raises(SystemExit) as ex:
@@ -659,8 +660,8 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
 
 
 def test_a_pgd_at_run_of_n_epochs_saves_n_minus_20_validation_losses(tmp_path):
-    """The inference PGD_AT_EPOCHS rests on, made by our training: validation from epoch 20 on,
-    once per epoch, no early stop."""
+    """The inference PGD_AT_EPOCHS rests on, made by our training: validation once per epoch
+    after the 20 natural ones, no early stop."""
     from lslib.experiments import SETUPS, Defence
 
     config = orig.train_config(SETUPS["mnist-linear"], Defence("PGD-AT"),
