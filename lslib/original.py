@@ -33,7 +33,9 @@ What the original does, and we do here
   failure, as with batch size 1). FGSM and BIM ascend the loss against the model's OWN smoothed
   target; BIM takes 10 steps of eps/10 projected on the eps-ball and clips to the pixel range
   only at the end; DeepFool linearises the softmax outputs (10 candidates, at most 10 steps, no
-  overshoot) and re-adds the cumulative perturbation at every step; CW (L2, untargeted) uses
+  overshoot) and re-adds the cumulative perturbation at every step, stops at the first
+  misclassified iterate and clips it to the pixel range only then, so that the clip can undo
+  the success (see "DeepFool's final clip" below); CW (L2, untargeted) uses
   log-softmax as logits, kappa 0, Adam lr 0.1, c from 1 (x10 until a success, then bisection), 4
   binary-search steps of 50 Adam steps (see "How many CW iterations" below), maps tanh space
   back with different constants in the numerator and the denominator, and returns the last
@@ -234,6 +236,11 @@ class Switches:
       ``log p`` here, which equal the logits up to a constant per point).
     - ``deepfool_readd``: DeepFool adds the cumulative perturbation to the current point at
       every step, so step k moves by r_1 + ... + r_k again (False: x_k = x_0 + r_1 + ... + r_k).
+    - ``deepfool_clip_at_end``: DeepFool ignores the pixel range while it steps, stops at the
+      first iterate the model misclassifies, and only then clips it to the pixel range, so the
+      point it returns need not be misclassified at all (False: every iterate is clipped before
+      the test, so it stops only at a point it returns, as :func:`lslib.attacks.deepfool` and
+      foolbox do).
     - ``cw_constants``: the constants (numerator, denominator) of CW's map from tanh space back
       to pixels, ``(1 - exp(-2 a w)) / (1 + exp(-2 b w))``; unequal constants move the
       starting point off the image (correct: ``(1.0, 1.0)``, i.e. ``tanh(w)``).
@@ -251,17 +258,28 @@ class Switches:
     cw_constants: tuple[float, float] = (0.999, 0.999999999999999)
     cw_misclass_gradient: bool = True
     cw_last_success: bool = True
+    deepfool_clip_at_end: bool = True
 
     @classmethod
     def fixed(cls) -> Switches:
         """Every deviation turned off: the same protocol, run by correct code."""
         return cls(smoothed_attack_target=False, bls_target_gradient=False,
                    bim_clip_at_end=False, deepfool_on_softmax=False, deepfool_readd=False,
-                   cw_constants=(1.0, 1.0), cw_misclass_gradient=True, cw_last_success=False)
+                   cw_constants=(1.0, 1.0), cw_misclass_gradient=True, cw_last_success=False,
+                   deepfool_clip_at_end=False)
 
     def describe(self) -> str:
+        """The switches as a row's ``attack_settings`` hold them. A switch added after rows were
+        written (:data:`_LATER_SWITCHES`) is named only when it is off, so the settings of those
+        rows, which ran with the bug, still read as the code that made them."""
         d = dataclasses.asdict(self)
-        return " ".join(f"{k}={v}" for k, v in d.items())
+        return " ".join(f"{k}={v}" for k, v in d.items()
+                        if not (k in _LATER_SWITCHES and v == _LATER_SWITCHES[k]))
+
+
+#: The switches added after the original protocol's tables were written, with the value
+#: (the bug's) that those tables ran with.
+_LATER_SWITCHES: dict[str, Any] = {"deepfool_clip_at_end": True}
 
 
 #: Named versions: ``tables`` reproduces the published tables (the default), ``cw-2019-03`` is
@@ -884,7 +902,8 @@ def deepfool(model: nn.Module, x: Tensor, *, steps: int = 10, candidates: int = 
     label is the predicted class; at most ``steps`` steps while the prediction is unchanged; each
     step's r_i = |f_k - f_0| w_k / ||w_k||^2 for the closest k (no overshoot) is added to the
     cumulative r, and the point moves by the whole cumulative r again (``deepfool_readd``);
-    clipped to ``lims`` at the end."""
+    clipped to ``lims`` only at the end, after the stopping test (``deepfool_clip_at_end``;
+    without it each iterate is clipped before the test)."""
     x0 = x.detach()
     with torch.no_grad():
         order = model(x0).argsort(dim=1, descending=True)[:, :candidates]
@@ -910,6 +929,8 @@ def deepfool(model: nn.Module, x: Tensor, *, steps: int = 10, candidates: int = 
             point[idx] = point[idx] + r_tot[idx]
         else:
             point[idx] = x0[idx] + r_tot[idx]
+        if not switches.deepfool_clip_at_end:
+            point[idx] = torch.clamp(point[idx], *lims)
         with torch.no_grad():
             still = model(point[idx]).argmax(1) == label[idx]
         active[idx] = still
@@ -1168,6 +1189,7 @@ SWITCH_ATTACKS: dict[str, tuple[str, ...]] = {
     "bim_clip_at_end": ("BIM",),
     "deepfool_on_softmax": ("DeepFool",),
     "deepfool_readd": ("DeepFool",),
+    "deepfool_clip_at_end": ("DeepFool",),
     "cw_constants": ("CW",),
     "cw_last_success": ("CW",),
 }

@@ -170,6 +170,44 @@ def test_deepfool_first_step_is_the_exact_distance_on_a_linear_model():
     assert out[0].tolist() == pytest.approx([0.25, 0.0])  # one step: r1 = 0.75 to the boundary
 
 
+def test_deepfool_clips_only_at_the_end_which_can_undo_its_success():
+    # logits (0, x1 - x2 - 0.875) from (0, -0.5), a point on the lower pixel bound: the cheapest
+    # way across the boundary pushes pixel 2 below the range. The original stops at the first
+    # misclassified iterate and then clips pixel 2 back to -0.5, where the model is right again
+    # (x1 - x2 - 0.875 < 0 for x1 < 0.375). Clipping each iterate instead keeps stepping along
+    # pixel 1, the only way across inside the range, and stops at a point it returns.
+    model = Linear([[0.0, 0.0], [1.0, -1.0]], [0.0, -0.875])
+    x, y = torch.tensor([[0.0, -0.5]], dtype=torch.float64), torch.tensor([0])
+    unclipped = orig.deepfool(model, x, lims=(-9.0, 9.0))
+    assert float(unclipped[0, 1]) < -0.5 and int(model(unclipped).argmax()) == 1
+    bug = orig.deepfool(model, x)
+    assert bug[0].tolist() == pytest.approx([float(unclipped[0, 0]), -0.5])
+    assert int(model(bug).argmax()) == 0
+    fixed = orig.deepfool(model, x,
+                          switches=dataclasses.replace(Switches(), deepfool_clip_at_end=False))
+    assert float(fixed.min()) >= -0.5 and float(fixed.max()) <= 0.5
+    assert float(fixed[0, 0]) > 0.375 and int(model(fixed).argmax()) == 1
+    # so the original counts the point as robust, and without this one bug it does not
+    assert orig.attack_accuracy(model, x, y, "DeepFool").accuracy == 1.0
+    one_off = dataclasses.replace(Switches(), deepfool_clip_at_end=False)
+    assert orig.attack_accuracy(model, x, y, "DeepFool", switches=one_off).accuracy == 0.0
+
+
+def test_the_settings_of_committed_original_rows_still_read_as_the_code_that_made_them():
+    # a switch added later is named in a row's settings only when it is off, so the rows the
+    # original protocol wrote before it existed (with the bug) are not re-run on resume
+    from lslib.experiments import PROTOCOLS, read_results
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    rows = read_results(root / "mnist-linear-original.csv")
+    rows = rows[rows["protocol"] == "original"]
+    for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+        written = set(rows.loc[rows["attack"] == attack, "attack_settings"])
+        assert written == {PROTOCOLS["original"].describe(attack)}, attack
+    assert "deepfool_clip_at_end" not in Switches().describe()
+    assert "deepfool_clip_at_end=False" in Switches.fixed().describe()
+
+
 def _saturated():
     # logit 1000 on the class of the pixel that is lit, 0 elsewhere: exp(-1000) underflows, so
     # the softmax is exactly one-hot and every gradient of it is exactly zero
