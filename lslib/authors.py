@@ -6,7 +6,8 @@ MNIST MLP and LeNet behind the PGD-AT cells of Tables 2-5 (``model_dict/MNIST_Li
 those cells were copied from (``res_dataframes/MNIST_*_smoothing=adversarial_attacks=*_PGD_adv_
 training.csv``: one accuracy per true label and one over all points). :func:`compare` attacks
 their models with :mod:`lslib.original`'s attacks, on the test images each file used, and sets
-our accuracy beside theirs. The models are held fixed, so this checks the attacks alone against
+our accuracy beside theirs; ``--switches-off`` attacks them again with one bug turned off at a
+time (DeepFool's final clip, ``deepfool_clip_at_end``: what their own DeepFool cells rest on). The models are held fixed, so this checks the attacks alone against
 the published numbers: where they agree, a gap between the cells of the models we train and the
 paper's belongs to the training, not to the attacks.
 
@@ -28,7 +29,7 @@ of it, at the commit given, and writes only its own measurements::
 
     git clone https://github.com/MGoibert/Label_smoothing /tmp/Label_smoothing
     python -m lslib.authors /tmp/Label_smoothing --commit dc3c764 --iterations 10,50 \\
-        --out results/mnist-authors-models.csv
+        --switches-off deepfool_clip_at_end --out results/mnist-authors-models.csv
     python -m lslib.authors /tmp/Label_smoothing --runner-slices \\
         --out results/mnist-authors-runner-slices.csv
     python -m lslib.authors /tmp/Label_smoothing --histories \\
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import io
 import math
 import re
@@ -598,15 +600,18 @@ def _table_budget(eps: float) -> bool:
 
 
 def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] = tuple(SETUPS),
-            iterations: Sequence[int] | None = None, sizes: Sequence[int] = SIZES,
-            log: Any = print) -> pd.DataFrame:
+            iterations: Sequence[int] | None = None, switches_off: Sequence[str] = (),
+            sizes: Sequence[int] = SIZES, log: Any = print) -> pd.DataFrame:
     """Our original-protocol attacks on the authors' PGD-trained models of ``setups`` at
     ``commit`` of the clone ``repo``, beside every table cell of their PGD-AT result files.
 
     FGSM and BIM at the tables' budgets (and the clean accuracy, their budget 0); DeepFool and
     CW with each count of ``iterations`` (default: the original protocol's), CW with the
     protocol's binary-search steps. Each on the test images the file used (:func:`infer_size`).
-    One row per set-up, file, attack, budget and count: the published accuracy, ours, the
+    Then, for each switch of ``switches_off`` (names of :class:`lslib.original.Switches`), the
+    cells of the attacks it acts on (:data:`lslib.original.SWITCH_ATTACKS`) again with that one
+    bug turned off, at the protocol's counts (column ``switch_off``; empty: every bug on). One
+    row per set-up, file, attack, budget, count and switch: the published accuracy, ours, the
     difference and the number of points it amounts to."""
     from lslib import original
     from lslib._checks import BadFileError
@@ -644,18 +649,26 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
                 x, y = original.test_slice(test, n)
                 knob = {"DeepFool": "deepfool", "CW": "cw"}.get(attack)
                 counts = [None] if knob is None else list(iterations or [steps[knob]])
-                for count in counts:
+                runs = [(count, "") for count in counts] + [
+                    (None if knob is None else steps[knob], name) for name in switches_off
+                    if attack in original.SWITCH_ATTACKS[name]]
+                for count, off in runs:
                     run = steps if knob is None else {**steps, knob: int(count)}
+                    switches = original.Switches()
+                    if off:
+                        switches = dataclasses.replace(
+                            switches, **{off: getattr(original.Switches.fixed(), off)})
                     t0 = time.perf_counter()
-                    ours = original.attack_accuracy(model, x, y, attack, eps=eps,
-                                                    steps=run).accuracy
+                    ours = original.attack_accuracy(model, x, y, attack, eps=eps, steps=run,
+                                                    switches=switches).accuracy
                     rows.append({
                         "setup": setup, "model_file": model_path, "model_blob": model_blob,
                         "result_file": path, "attack": attack,
                         "eps": eps if attack in ("FGSM", "BIM") else np.nan,
                         "iterations": count,
                         "binary_search_steps": steps["cw_bss"] if attack == "CW" else None,
-                        "in_protocol": count is None or count == steps[knob],
+                        "switch_off": off,
+                        "in_protocol": not off and (count is None or count == steps[knob]),
                         "n": n, "test_images": f"{original.TEST_OFFSET}-"
                                                f"{original.TEST_OFFSET + n - 1}",
                         "published": float(cell.accuracy), "ours": ours,
@@ -663,7 +676,8 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
                         "points": int(round((ours - float(cell.accuracy)) * n)),
                         "seconds": time.perf_counter() - t0})
                     log(f"{setup} {path.split('=')[-1]} {attack} "
-                        f"{'' if knob else eps} {count or ''}: published "
+                        f"{'' if knob else eps} {count or ''}"
+                        f"{f' without {off}' if off else ''}: published "
                         f"{cell.accuracy:.4f}, ours {ours:.4f}")
     out = pd.DataFrame(rows)
     for column in ("iterations", "binary_search_steps"):
@@ -676,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     from lslib import _cli
     from lslib.bugs import _counts
     from lslib.experiments import sweep_test_split
+    from lslib.original import SWITCH_ATTACKS
 
     ap = _cli.OneLineParser(prog="python -m lslib.authors", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -686,6 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=_counts, default=None, metavar="COUNTS",
                     help="DeepFool's and CW's iteration counts (default: the original "
                          "protocol's)")
+    ap.add_argument("--switches-off", type=_cli.name_list(SWITCH_ATTACKS), default=(),
+                    metavar="NAMES",
+                    help="also attack with each of these bugs turned off alone, at the "
+                         "protocol's counts (names of lslib.original.Switches, comma-separated)")
     ap.add_argument("--data", type=_cli.data_dir(), default=None,
                     help="the data root (default $LSLIB_DATA)")
     ap.add_argument("--slices", action="store_true",
@@ -735,11 +754,12 @@ def main(argv: list[str] | None = None) -> int:
                                 authors_repository="MGoibert/Label_smoothing")
             return 0
         found = compare(args.repo, args.commit, test, setups=args.setup,
-                        iterations=args.iterations)
+                        iterations=args.iterations, switches_off=args.switches_off)
         _cli.write_analysis(args.out, found, prog=ap.prog, argv=argv, started=started, t0=t0,
                             threads=args.threads,
                             authors_repository="MGoibert/Label_smoothing",
-                            authors_commit=found.attrs["commit"], iterations=args.iterations)
+                            authors_commit=found.attrs["commit"], iterations=args.iterations,
+                            switches_off=list(args.switches_off))
         return 0
 
     return _cli.report_user_errors(ap.prog, run)

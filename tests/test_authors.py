@@ -15,6 +15,7 @@ import torch
 from lslib import authors, original
 from lslib._checks import BadFileError
 from lslib.data import TensorData
+from lslib.original import Switches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,6 +120,25 @@ def test_compare_reproduces_a_result_file_made_by_a_hand_written_fgsm(fake_repo)
     assert len(got.attrs["commit"]) == 40
 
 
+def test_compare_turns_each_named_bug_off_alone_on_the_attacks_it_acts_on(fake_repo):
+    repo, test, n, _ = fake_repo
+    got = authors.compare(repo, "HEAD", test, setups=["mnist-linear"], sizes=(n,),
+                          switches_off=("smoothed_attack_target", "deepfool_clip_at_end"),
+                          log=lambda _: None)
+    # the file holds clean and FGSM cells: only FGSM is attacked again, with the target's bug
+    # off (DeepFool's switch has no cell here), and that row is not the protocol's
+    assert got[["attack", "switch_off"]].values.tolist() == [
+        ["clean", ""], ["FGSM", ""], ["FGSM", "smoothed_attack_target"]]
+    assert got["in_protocol"].tolist() == [True, True, False]
+    state = torch.load(repo / "model_dict/MNIST_Linear.pt")[authors.MODEL_KEY]
+    model = original.OriginalMLP().double().eval()
+    model.load_state_dict(state)
+    x, y = original.test_slice(test, n)
+    direct = original.attack_accuracy(model, x, y, "FGSM", eps=float(got["eps"].iloc[2]),
+                                      switches=Switches(smoothed_attack_target=False))
+    assert float(got["ours"].iloc[2]) == direct.accuracy
+
+
 def _rewrite(repo, name, acc_of_label, message):
     raw = pd.read_csv(repo / "res_dataframes" / name, index_col=0)
     raw["acc"] = [acc_of_label(int(c)) for c in raw["label"]]
@@ -213,6 +233,8 @@ def test_a_model_file_without_the_pgd_entry_is_refused_with_its_name():
     (["{tmp}", "--compiled", "--out", "x.csv"], "failed"),
     (["{tmp}", "--slices", "--compiled", "--out", "x.csv"], "--compiled: not allowed with"),
     (["{tmp}", "--histories", "--out", "x.csv"], "failed"),
+    (["{tmp}", "--switches-off", "deepfool_clip", "--out", "x.csv"],
+     "unknown 'deepfool_clip': choose from"),
 ])
 def test_cli_user_errors_are_one_line_and_status_2(tmp_path, capsys, argv, expected):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
