@@ -6,10 +6,11 @@ MNIST MLP and LeNet behind the PGD-AT cells of Tables 2-5 (``model_dict/MNIST_Li
 those cells were copied from (``res_dataframes/MNIST_*_smoothing=adversarial_attacks=*_PGD_adv_
 training.csv``: one accuracy per true label and one over all points). :func:`compare` attacks
 their models with :mod:`lslib.original`'s attacks, on the test images each file used, and sets
-our accuracy beside theirs; ``--switches-off`` attacks them again with one bug turned off at a
-time (DeepFool's final clip, ``deepfool_clip_at_end``: what their own DeepFool cells rest on). The models are held fixed, so this checks the attacks alone against
+our accuracy beside theirs. The models are held fixed, so this checks the attacks alone against
 the published numbers: where they agree, a gap between the cells of the models we train and the
-paper's belongs to the training, not to the attacks.
+paper's belongs to the training, not to the attacks. ``--switches-off`` attacks them again with
+one bug turned off at a time (DeepFool's final clip, ``deepfool_clip_at_end``: what their own
+DeepFool cells rest on).
 
 Which test images a file used is read from the file itself: every per-label accuracy is a count
 of points divided by the number of test points of that label, so only the right slice makes all
