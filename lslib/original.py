@@ -122,8 +122,8 @@ DeepFool's final clip. The original's DeepFool (``attacks.py``, from 8789498 to 
 without regard to the pixel range, stops as soon as the model misclassifies the unclipped
 iterate, and clips only the point it returns. Its published cells count the points whose
 success that clip undoes: with :attr:`Switches.deepfool_clip_at_end` off (each iterate clipped
-before the stopping test, as :func:`lslib.attacks.deepfool` does), the same attack leaves almost
-nothing on our smoothing models, and on the authors' own PGD-trained models it takes their
+before the stopping test, as :func:`lslib.attacks.deepfool` does), the same attack leaves little
+of the cells of our smoothing models, and on the authors' own PGD-trained models it takes their
 DeepFool cells down too (``python -m lslib.bugs`` and ``python -m lslib.authors
 --switches-off deepfool_clip_at_end``; the tables chapter, "One bug at a time"). The switch was
 added after the original protocol's tables were written; :meth:`Switches.describe` names it only
