@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import io
 import math
 import re
@@ -655,10 +654,7 @@ def compare(repo: str | Path, commit: str, test: Any, *, setups: Sequence[str] =
                     if attack in original.SWITCH_ATTACKS[name]]
                 for count, off in runs:
                     run = steps if knob is None else {**steps, knob: int(count)}
-                    switches = original.Switches()
-                    if off:
-                        switches = dataclasses.replace(
-                            switches, **{off: getattr(original.Switches.fixed(), off)})
+                    switches = original.Switches.without(off) if off else original.Switches()
                     t0 = time.perf_counter()
                     ours = original.attack_accuracy(model, x, y, attack, eps=eps, steps=run,
                                                     switches=switches).accuracy

@@ -279,6 +279,12 @@ class Switches:
                    cw_constants=(1.0, 1.0), cw_misclass_gradient=True, cw_last_success=False,
                    deepfool_clip_at_end=False)
 
+    @classmethod
+    def without(cls, name: str) -> Switches:
+        """Every bug of the original but the one switch ``name``, set to its correct value (as
+        in :meth:`fixed`): one rung of :func:`bug_ladder`."""
+        return dataclasses.replace(cls(), **{name: getattr(cls.fixed(), name)})
+
     def describe(self) -> str:
         """The switches as a row's ``attack_settings`` hold them. A switch added after rows were
         written (:data:`_LATER_SWITCHES`) is named only when it is off, so the settings of those
@@ -1219,7 +1225,6 @@ def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: flo
     attack, with_bug, without, change)."""
     import pandas as pd
 
-    fixed = Switches.fixed()
     acc: dict[tuple[str, Switches], float] = {}
 
     def run(attack: str, sw: Switches) -> float:
@@ -1231,13 +1236,12 @@ def bug_ladder(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: flo
 
     rows = []
     for name in switches:
-        one_off = dataclasses.replace(Switches(), **{name: getattr(fixed, name)})
         for attack in (a for a in SWITCH_ATTACKS[name] if a in attacks):
-            bug, off = run(attack, Switches()), run(attack, one_off)
+            bug, off = run(attack, Switches()), run(attack, Switches.without(name))
             rows.append({"switch": name, "attack": attack, "with_bug": bug, "without": off,
                          "change": off - bug})
     for attack in attacks:
-        bug, off = run(attack, Switches()), run(attack, fixed)
+        bug, off = run(attack, Switches()), run(attack, Switches.fixed())
         rows.append({"switch": "all", "attack": attack, "with_bug": bug, "without": off,
                      "change": off - bug})
     return pd.DataFrame(rows, columns=["switch", "attack", "with_bug", "without", "change"])

@@ -120,11 +120,24 @@ def test_compare_reproduces_a_result_file_made_by_a_hand_written_fgsm(fake_repo)
     assert len(got.attrs["commit"]) == 40
 
 
-def test_compare_turns_each_named_bug_off_alone_on_the_attacks_it_acts_on(fake_repo):
+def test_compare_turns_each_named_bug_off_alone_on_the_attacks_it_acts_on(fake_repo,
+                                                                          monkeypatch):
     repo, test, n, _ = fake_repo
+    # on a PGD-trained model the target is one-hot, so the accuracies alone cannot tell whether
+    # the switch reached the attack: record the switches each attack ran with
+    seen = []
+    real = original.attack_accuracy
+
+    def spy(*args, **kwargs):
+        seen.append((args[3], kwargs["switches"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(original, "attack_accuracy", spy)
     got = authors.compare(repo, "HEAD", test, setups=["mnist-linear"], sizes=(n,),
                           switches_off=("smoothed_attack_target", "deepfool_clip_at_end"),
                           log=lambda _: None)
+    assert seen == [("clean", Switches()), ("FGSM", Switches()),
+                    ("FGSM", Switches(smoothed_attack_target=False))]
     # the file holds clean and FGSM cells: only FGSM is attacked again, with the target's bug
     # off (DeepFool's switch has no cell here), and that row is not the protocol's
     assert got[["attack", "switch_off"]].values.tolist() == [

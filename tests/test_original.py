@@ -191,6 +191,7 @@ def test_deepfool_clips_only_at_the_end_which_can_undo_its_success():
     assert orig.attack_accuracy(model, x, y, "DeepFool").accuracy == 1.0
     one_off = dataclasses.replace(Switches(), deepfool_clip_at_end=False)
     assert orig.attack_accuracy(model, x, y, "DeepFool", switches=one_off).accuracy == 0.0
+    assert Switches.without("deepfool_clip_at_end") == one_off  # the ladder's rung for it
 
 
 def test_the_settings_of_committed_original_rows_still_read_as_the_code_that_made_them():
