@@ -91,6 +91,10 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    help="--protocol original: PGD-AT trains for N epochs, the 20 natural ones "
                    "included (default: the authors' checkpoints', 69 on the MLP and 39 on the "
                    "LeNet; 50 is their runner's default)")
+    p.add_argument("--epochs", type=_cli.int_at_least(1), default=None, metavar="N",
+                   help="--protocol original: the smoothing and natural models train for at "
+                   "most N epochs (default 50, the authors' runner's default from 2019-03-28; "
+                   "PGD-AT keeps --pgd-epochs); the default output's name ends in -epochs-N")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -131,7 +135,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                       seed=args.seed, quick=args.quick, n_test=args.n_test,
                       data_source="synthetic" if args.synthetic else "real",
                       lenet_start=None if args.lenet_start is None else str(args.lenet_start),
-                      pgd_clean_weight=args.pgd_clean_weight, pgd_epochs=args.pgd_epochs)
+                      pgd_clean_weight=args.pgd_clean_weight, pgd_epochs=args.pgd_epochs,
+                      epochs=args.epochs)
         execution = execution_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -149,7 +154,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
-            _start_suffix(start) + ("-quick" if args.quick else "")
+            _start_suffix(start) + (f"-epochs-{args.epochs}" if args.epochs else "")
+            + ("-quick" if args.quick else "")
             + ("-synthetic" if args.synthetic else ""))
         out = Path("results") / f"{stem}.csv"
     command = _cli.command_line("python -m lslib", args.argv)

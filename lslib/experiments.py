@@ -430,7 +430,9 @@ class Sweep:
     ``pgd_clean_weight``: under the original protocol PGD-AT trains on ``w * clean + (1 - w) *
     PGD`` with this ``w`` (None: the protocol's, :data:`lslib.original.PGD_CLEAN_WEIGHT`);
     ``pgd_epochs``: and for this many epochs (None: the set-up's,
-    :data:`lslib.original.PGD_AT_EPOCHS`).
+    :data:`lslib.original.PGD_AT_EPOCHS`). ``epochs``: under the original protocol the smoothing
+    and natural models train for at most this many epochs (None: 50, the authors' runner's
+    default; :func:`lslib.original.train_config`).
     """
 
     setups: tuple[str, ...]
@@ -448,6 +450,7 @@ class Sweep:
     lenet_start: str | None = None
     pgd_clean_weight: float | None = None
     pgd_epochs: int | None = None
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("setups", self.setups, SETUPS),
@@ -475,6 +478,11 @@ class Sweep:
                                                     or "PGD-AT" not in self.baselines):
                 raise ValueError(f"{name} is the original protocol's PGD-AT setting: it needs "
                                  "protocol 'original' and baseline PGD-AT")
+        if self.epochs is not None:
+            check_int_at_least("epochs", self.epochs, 1)
+            if "original" not in self.protocols:
+                raise ValueError("epochs is the original protocol's training length: it needs "
+                                 "protocol 'original'")
         if "original" in self.protocols:
             other = [s for s in self.setups if s not in ORIGINAL_SETUPS]
             if other:
@@ -1001,7 +1009,7 @@ def _plan(row: Row, sweep: Sweep) -> tuple[Protocol, TrainConfig, str]:
                                    quick=sweep.quick, data_source=sweep.data_source,
                                    lenet_start=sweep.lenet_start,
                                    pgd_clean_weight=sweep.pgd_clean_weight,
-                                   pgd_epochs=sweep.pgd_epochs)
+                                   pgd_epochs=sweep.pgd_epochs, epochs=sweep.epochs)
     else:
         config = row.defence.train_config(SETUPS[row.setup], seed=sweep.seed, quick=sweep.quick,
                                           data_source=sweep.data_source)

@@ -581,7 +581,7 @@ _ADDED_LATER: dict[str, Any] = {"pgd_grad_leak": True, "pgd_clean_weight": 0.5}
 def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False,
                  data_source: str = "real", lenet_start: str | Path | None = None,
                  pgd_clean_weight: float | None = None,
-                 pgd_epochs: int | None = None) -> OriginalConfig:
+                 pgd_epochs: int | None = None, epochs: int | None = None) -> OriginalConfig:
     """The :class:`OriginalConfig` of a defence (:class:`lslib.experiments.Defence`) on an MNIST
     set-up (:class:`lslib.experiments.SetUp`); ``quick``: 1 epoch on 1024 images.
     ``lenet_start``: the LeNet starts from the weights in this file (:class:`StartFile`, the
@@ -589,7 +589,10 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
     ``pgd_clean_weight``: PGD-AT's clean weight (None: :data:`PGD_CLEAN_WEIGHT`, 0.75; 0.5 is the
     committed source's); ``pgd_epochs``: PGD-AT's epochs, the natural ones included (None:
     :data:`PGD_AT_EPOCHS`, the set-up's); both act on PGD-AT only (and ``quick`` overrides
-    ``pgd_epochs``)."""
+    ``pgd_epochs``). ``epochs``: the smoothing and natural models train for at most this many
+    epochs (None: 50, the runner's default from 2019-03-28; "How long the MLPs trained"
+    above); it acts on those models only, not on PGD-AT nor on the LeNet's natural start, and
+    ``quick`` overrides it."""
     if setup.model not in MODELS:
         raise ValueError(f"the original protocol covers mnist-linear and mnist-lenet, not "
                          f"{setup.name!r}")
@@ -610,6 +613,8 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
         settings.update(_pgd_at_training(small.get("pgd_start_epoch", 20), pgd_clean_weight))
         if not quick:
             settings["epochs"] = PGD_AT_EPOCHS[setup.model] if pgd_epochs is None else pgd_epochs
+    elif epochs is not None and not quick:
+        settings["epochs"] = epochs
     return OriginalConfig(**settings)
 
 

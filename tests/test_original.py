@@ -698,6 +698,60 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
     assert ex.value.code == 2 and len(err.splitlines()) == 1 and "--pgd-epochs" in err
 
 
+def test_epochs_shorten_the_smoothing_and_natural_models_only(tmp_path, capsys):
+    """--epochs N: the smoothing and natural models train for at most N epochs, and a model so
+    trained is the first N epochs of the 50-epoch run (the scheduler and the early stop see
+    only the past), so a shorter run is a snapshot of the longer one. PGD-AT and the LeNet's
+    natural start keep their own epochs; the default keeps every key of results/."""
+    import pandas as pd
+
+    from lslib.__main__ import main
+    from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
+
+    rung = pd.read_csv(Path(__file__).parents[1] / "results" / "mnist-linear-original.csv")
+    sls = rung[(rung["defence"] == "SLS") & (rung["alpha"] == 0.4)]["model_key"].iloc[0]
+    linear, lenet = SETUPS["mnist-linear"], SETUPS["mnist-lenet"]
+    assert orig.train_config(linear, Defence("SLS", 0.4)).key() == sls
+    assert orig.train_config(linear, Defence("SLS", 0.4), epochs=50).key() == sls
+    assert orig.train_config(linear, Defence("SLS", 0.4), epochs=10).epochs == 10
+    assert orig.train_config(linear, Defence("natural"), epochs=10).epochs == 10
+    assert orig.train_config(linear, Defence("PGD-AT"), epochs=10).epochs == 69
+    assert orig.train_config(linear, Defence("SLS", 0.4), quick=True, epochs=10).epochs == 1
+    lenet_sls = orig.train_config(lenet, Defence("SLS", 0.4), epochs=10)
+    assert lenet_sls.epochs == 10 and lenet_sls.start_from.epochs == 50
+    sweep = Sweep(setups=("mnist-linear",), protocols=("original",), methods=("SLS",),
+                  alphas=(0.4,), epochs=10)
+    configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
+               for d in sweep.defences(linear, "original")}
+    assert configs["SLS"].epochs == configs["natural"].epochs == 10
+    assert configs["PGD-AT"].epochs == 69
+    # a 3-epoch run is the first 3 epochs of a 5-epoch one (synthetic data, no early stop)
+    short = dataclasses.replace(orig.train_config(linear, Defence("SLS", 0.4),
+                                                  data_source="synthetic", epochs=3),
+                                early_stop=False)
+    model3, rec3 = orig.train_original(short, cache=tmp_path)
+    model5, rec5 = orig.train_original(dataclasses.replace(short, epochs=5), cache=tmp_path)
+    assert rec3["epochs_run"] == 3 and rec5["epochs_run"] == 5
+    assert rec3["losses"] == rec5["losses"][:3]
+    assert any(not torch.equal(a, b) for a, b in zip(model3.state_dict().values(),
+                                                     model5.state_dict().values(), strict=True))
+    for bad, error, match in (
+            ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+            ({"epochs": 2.5}, TypeError, "epochs must be"),
+            ({"epochs": 10, "protocols": ("paper",)}, ValueError, "protocol 'original'")):
+        with pytest.raises(error, match=match):
+            Sweep(**{"setups": ("mnist-linear",), "protocols": ("original",), **bad})
+    out = str(tmp_path / "o.csv")
+    with pytest.raises(SystemExit) as ex:
+        main(["reproduce", "mnist-linear", "--protocol", "original", "--epochs", "0",
+              "--out", out])
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 2 and len(err.splitlines()) == 1 and "--epochs" in err
+    assert main(["reproduce", "mnist-linear", "--protocol", "paper", "--epochs", "10",
+                 "--out", out]) == 2
+    assert "epochs is the original protocol's" in capsys.readouterr().err
+
+
 def test_a_pgd_at_run_of_n_epochs_saves_n_minus_20_validation_losses(tmp_path):
     """The inference PGD_AT_EPOCHS rests on, made by our training: validation once per epoch
     after the 20 natural ones, no early stop."""
