@@ -165,6 +165,16 @@ from it. Without that file (a clone of the authors' repository is not a dependen
 checkpoint is made the same way as every model here: the original training with alpha = 0 from a
 seeded random initialisation (so that natural LeNet has 100 epochs). What cannot be known: the
 seeds (none was set).
+
+How long the models trained. The runner's ``--num_epochs`` defaulted to 7 until e6e7536
+(2019-03-28) and to 50 from then on; the tables' command lines are not recorded, and the
+PGD-trained checkpoints show that they did not always keep the default (69 and 39 epochs above).
+The original protocol trains the smoothing and natural models for at most 50 epochs, the
+default of the months the tables' files were saved in; ``--epochs N``
+(:func:`train_config`'s ``epochs``) trains them for at most N, nothing else changed, and a run
+of N epochs is the first N epochs of a longer one. Shorter trainings lower the smoothing models'
+FGSM and BIM cells, which rest on the smoothed attack target, and their clean accuracy (the
+tables chapter, "How long the models trained", compares both with the published cells).
 """
 
 from __future__ import annotations
@@ -590,7 +600,7 @@ def train_config(setup: Any, defence: Any, *, seed: int = 0, quick: bool = False
     committed source's); ``pgd_epochs``: PGD-AT's epochs, the natural ones included (None:
     :data:`PGD_AT_EPOCHS`, the set-up's); both act on PGD-AT only (and ``quick`` overrides
     ``pgd_epochs``). ``epochs``: the smoothing and natural models train for at most this many
-    epochs (None: 50, the runner's default from 2019-03-28; "How long the MLPs trained"
+    epochs (None: 50, the runner's default from 2019-03-28; "How long the models trained"
     above); it acts on those models only, not on PGD-AT nor on the LeNet's natural start, and
     ``quick`` overrides it."""
     if setup.model not in MODELS:
