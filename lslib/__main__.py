@@ -206,6 +206,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="also write the side-by-side table here")
     p.add_argument("--summary", action="store_true",
                    help="only the share of the paper's cells within 0.05, per protocol and table")
+    p.add_argument("--epochs", type=_cli.int_at_least(1), default=None, metavar="N",
+                   help="with the default CSVs: the original protocol's from the models trained "
+                   "for at most N epochs (the -epochs-N files of `reproduce --epochs N`)")
     p.set_defaults(func=_compare)
 
 
@@ -233,12 +236,15 @@ def _run_complete(path: Path) -> bool:
     return bool(sessions[-1].get("complete"))
 
 
-def _default_results(folder: Path) -> list[Path]:
+def _default_results(folder: Path, epochs: int | None = None) -> list[Path]:
     """Of each group of :data:`DEFAULT_RESULTS`, the first file in ``folder`` whose run is
     complete (a run still going, or stopped, gives way to the next file of its group), else
-    the first that exists."""
+    the first that exists. ``epochs``: the original protocol's groups take the files of the
+    models trained for at most that many epochs instead (``<name>-epochs-N.csv``)."""
     found = []
     for group in DEFAULT_RESULTS:
+        if epochs is not None and "original" in group[0]:
+            group = tuple(n.replace(".csv", f"-epochs-{epochs}.csv") for n in group)
         present = [folder / n for n in group if (folder / n).is_file()]
         path = next((p for p in present if _run_complete(p)), present[0] if present else None)
         if path is not None:
@@ -257,7 +263,15 @@ def _compare(args: argparse.Namespace) -> int:
         side_by_side,
     )
 
-    paths = [Path(p) for p in args.results] or _default_results(Path("results"))
+    if args.epochs is not None and args.results:
+        print("error: --epochs picks among the default CSVs: give either CSVs or --epochs",
+              file=sys.stderr)
+        return 2
+    paths = [Path(p) for p in args.results] or _default_results(Path("results"), args.epochs)
+    if args.epochs is not None:
+        names = ", ".join(p.name for p in paths if "original" in p.name) or "none in results/"
+        print(f"the original protocol's rows: the models trained for at most {args.epochs} "
+              f"epochs ({names})")
     if not paths:
         print("no results to compare: give CSVs written by `lslib reproduce` (none in results/)",
               file=sys.stderr)

@@ -116,6 +116,36 @@ def test_compare_defaults_to_the_lenet_from_the_authors_checkpoint(tmp_path):
                                           tmp_path / "mnist-lenet-original-authors-start.csv"]
 
 
+def test_compare_epochs_takes_the_original_files_of_the_shorter_training(tmp_path, capsys,
+                                                                          monkeypatch):
+    from lslib.__main__ import _default_results
+
+    for name in ("mnist-linear.csv", "mnist-linear-original.csv",
+                 "mnist-linear-original-epochs-10.csv",
+                 "mnist-lenet-original-authors-start.csv"):
+        (tmp_path / name).write_text("x")
+    assert _default_results(tmp_path, 10) == [tmp_path / "mnist-linear.csv",
+                                              tmp_path / "mnist-linear-original-epochs-10.csv"]
+    assert _default_results(tmp_path, 7) == [tmp_path / "mnist-linear.csv"]
+    # the rows it prints are those of the file it names (a run of the rung's MLP, renamed)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    rung = read_results(ROOT / "results" / "mnist-linear-original.csv")
+    rung.to_csv(tmp_path / "results" / "mnist-linear-original-epochs-10.csv", index=False)
+    assert main(["compare", "--epochs", "10", "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the original protocol's rows: the models trained for at most 10 "
+                          "epochs (mnist-linear-original-epochs-10.csv)")
+    from lslib.paper_tables import share_within, side_by_side
+
+    shares = share_within(side_by_side(rung))
+    pooled = shares[(shares["protocol"] == "original") & (shares["table"] == "2-5")].iloc[0]
+    line = next(x for x in out.splitlines() if x.strip().startswith("original"))
+    assert f"T2-5 {pooled.within}/{pooled.cells} " in line and pooled.cells == 112
+    assert main(["compare", "--epochs", "10", str(ROOT / "results" / "mnist-linear.csv")]) == 2
+    assert "give either CSVs or --epochs" in capsys.readouterr().err
+
+
 def test_compare_defaults_to_a_complete_run_over_one_still_going(tmp_path):
     import json
 
