@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,10 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    "LeNet; 50 is their runner's default)")
     p.add_argument("--epochs", type=_cli.int_at_least(1), default=None, metavar="N",
                    help="--protocol original: the smoothing and natural models train for at "
-                   "most N epochs (default 50, the authors' runner's default from 2019-03-28; "
-                   "PGD-AT keeps --pgd-epochs); the default output's name ends in -epochs-N")
+                   "most N epochs (default: 10 on the MLP, 50 on the LeNet, the lengths that "
+                   "match the published cells best; 50 is the authors' runner's default; PGD-AT "
+                   "keeps --pgd-epochs); the default output's name ends in -epochs-N where N "
+                   "is not 50")
     p.add_argument("--threads", type=_cli.int_at_least(1), default=None,
                    help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -154,7 +156,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         stem = "-".join(setups) + ("-original" if args.protocol == "original" else "") + (
-            _start_suffix(start) + (f"-epochs-{args.epochs}" if args.epochs else "")
+            _start_suffix(start)
+            + (_epochs_suffix(setups, args.epochs)
+               if args.protocol == "original" and not args.quick else "")
             + ("-quick" if args.quick else "")
             + ("-synthetic" if args.synthetic else ""))
         out = Path("results") / f"{stem}.csv"
@@ -213,12 +217,27 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 #: compare's default CSVs: of each group, the first that exists in results/ (the LeNet's original
-#: protocol from the authors' own checkpoint, else from one trained here)
+#: protocol from the authors' own checkpoint, else from one trained here); ``{}`` is where the
+#: original protocol's names take the set-up's training length (:func:`_epochs_suffix`)
 DEFAULT_RESULTS = (("mnist-linear.csv",), ("mnist-lenet.csv",),
-                   ("mnist-linear-original.csv", "mnist-linear-original-slice1000.csv"),
-                   ("mnist-lenet-original-authors-start.csv",
-                    "mnist-lenet-original-authors-start-slice1000.csv",
-                    "mnist-lenet-original.csv"))
+                   ("mnist-linear-original{}.csv", "mnist-linear-original{}-slice1000.csv"),
+                   ("mnist-lenet-original-authors-start{}.csv",
+                    "mnist-lenet-original-authors-start{}-slice1000.csv",
+                    "mnist-lenet-original{}.csv"))
+
+
+def _epochs_suffix(setups: Iterable[str], epochs: int | None = None) -> str:
+    """``-epochs-N`` where the original protocol's smoothing and natural models of ``setups``
+    train for N epochs other than the authors' runner's 50 (``epochs``, else each set-up's
+    :data:`lslib.original.TRAINING_EPOCHS`), lengths that differ joined (``-epochs-10-50``)."""
+    from lslib.experiments import SETUPS
+    from lslib.original import MODELS, RUNNER_EPOCHS, training_epochs
+
+    lengths = sorted({training_epochs(SETUPS[s].model, epochs) for s in setups
+                      if SETUPS[s].model in MODELS})
+    if not lengths or lengths == [RUNNER_EPOCHS]:
+        return ""
+    return "-epochs-" + "-".join(map(str, lengths))
 
 
 def _run_complete(path: Path) -> bool:
@@ -239,12 +258,13 @@ def _run_complete(path: Path) -> bool:
 def _default_results(folder: Path, epochs: int | None = None) -> list[Path]:
     """Of each group of :data:`DEFAULT_RESULTS`, the first file in ``folder`` whose run is
     complete (a run still going, or stopped, gives way to the next file of its group), else
-    the first that exists. ``epochs``: the original protocol's groups take the files of the
-    models trained for at most that many epochs instead (``<name>-epochs-N.csv``)."""
+    the first that exists. The original protocol's groups take the files of its models as each
+    set-up trains them (:data:`lslib.original.TRAINING_EPOCHS`), or, with ``epochs``, of the
+    models trained for at most that many epochs (``<name>-epochs-N.csv``, none where N is 50)."""
     found = []
     for group in DEFAULT_RESULTS:
-        if epochs is not None and "original" in group[0]:
-            group = tuple(n.replace(".csv", f"-epochs-{epochs}.csv") for n in group)
+        setup = group[0].split("-original")[0].removesuffix(".csv")
+        group = tuple(n.format(_epochs_suffix([setup], epochs)) for n in group)
         present = [folder / n for n in group if (folder / n).is_file()]
         path = next((p for p in present if _run_complete(p)), present[0] if present else None)
         if path is not None:

@@ -431,8 +431,8 @@ class Sweep:
     PGD`` with this ``w`` (None: the protocol's, :data:`lslib.original.PGD_CLEAN_WEIGHT`);
     ``pgd_epochs``: and for this many epochs (None: the set-up's,
     :data:`lslib.original.PGD_AT_EPOCHS`). ``epochs``: under the original protocol the smoothing
-    and natural models train for at most this many epochs (None: 50, the authors' runner's
-    default; :func:`lslib.original.train_config`).
+    and natural models train for at most this many epochs (None: the set-up's,
+    :data:`lslib.original.TRAINING_EPOCHS`; :func:`lslib.original.train_config`).
     """
 
     setups: tuple[str, ...]

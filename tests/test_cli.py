@@ -127,6 +127,13 @@ def test_compare_epochs_takes_the_original_files_of_the_shorter_training(tmp_pat
     assert _default_results(tmp_path, 10) == [tmp_path / "mnist-linear.csv",
                                               tmp_path / "mnist-linear-original-epochs-10.csv"]
     assert _default_results(tmp_path, 7) == [tmp_path / "mnist-linear.csv"]
+    # without --epochs, each set-up's own length: the MLP's 10, the LeNet's 50
+    assert _default_results(tmp_path) == [tmp_path / "mnist-linear.csv",
+                                          tmp_path / "mnist-linear-original-epochs-10.csv",
+                                          tmp_path / "mnist-lenet-original-authors-start.csv"]
+    assert _default_results(tmp_path, 50) == [tmp_path / "mnist-linear.csv",
+                                              tmp_path / "mnist-linear-original.csv",
+                                              tmp_path / "mnist-lenet-original-authors-start.csv"]
     # the rows it prints are those of the file it names (a run of the rung's MLP, renamed)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results").mkdir()

@@ -671,7 +671,9 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
     assert 20 + saved["model_dict/MNIST_LeNet.pt"] == orig.PGD_AT_EPOCHS["lenet-mnist"] == 39
     for setup, epochs in (("mnist-linear", 69), ("mnist-lenet", 39)):
         assert orig.train_config(SETUPS[setup], Defence("PGD-AT")).epochs == epochs
-        assert orig.train_config(SETUPS[setup], Defence("SLS", 0.1)).epochs == 50
+        assert orig.train_config(SETUPS[setup], Defence("SLS", 0.1),
+                                 pgd_epochs=50).epochs == orig.TRAINING_EPOCHS[
+                                     SETUPS[setup].model]
         assert orig.train_config(SETUPS[setup], Defence("PGD-AT"), quick=True,
                                  pgd_epochs=69).epochs == 1
     # the runner's default gives back the key of the MLP trained before (results/ rows hold it)
@@ -681,7 +683,7 @@ def test_pgd_at_epochs_are_those_the_authors_checkpoints_saved_and_reach_pgd_at_
                   alphas=(0.4,), pgd_epochs=50)
     configs = {d.name: _plan(Row("mnist-linear", d, "original", "clean", 0.0), sweep)[1]
                for d in sweep.defences(SETUPS["mnist-linear"], "original")}
-    assert configs["PGD-AT"].epochs == 50 and configs["SLS"].epochs == 50
+    assert configs["PGD-AT"].epochs == 50 and configs["SLS"].epochs == 10
     for bad, error, match in (
             ({"pgd_epochs": 0}, ValueError, "pgd_epochs must be an integer >= 1, got 0"),
             ({"pgd_epochs": 2.5}, TypeError, "pgd_epochs must be"),
@@ -702,17 +704,36 @@ def test_epochs_shorten_the_smoothing_and_natural_models_only(tmp_path, capsys):
     """--epochs N: the smoothing and natural models train for at most N epochs, and a model so
     trained is the first N epochs of the 50-epoch run (the scheduler and the early stop see
     only the past), so a shorter run is a snapshot of the longer one. PGD-AT and the LeNet's
-    natural start keep their own epochs; the default keeps every key of results/."""
+    natural start keep their own epochs. The default is the set-up's length, 10 on the MLP and
+    50 on the LeNet, and gives the keys of the files that ran at those lengths; --epochs 50
+    gives back the MLPs first trained for the runner's default."""
     import pandas as pd
 
-    from lslib.__main__ import main
+    from lslib.__main__ import _epochs_suffix, main
     from lslib.experiments import SETUPS, Defence, Row, Sweep, _plan
 
-    rung = pd.read_csv(Path(__file__).parents[1] / "results" / "mnist-linear-original.csv")
-    sls = rung[(rung["defence"] == "SLS") & (rung["alpha"] == 0.4)]["model_key"].iloc[0]
+    results = Path(__file__).parents[1] / "results"
+
+    def sls_key(file: str) -> str:
+        rows = pd.read_csv(results / file)
+        return rows[(rows["defence"] == "SLS") & (rows["alpha"] == 0.4)]["model_key"].iloc[0]
+
     linear, lenet = SETUPS["mnist-linear"], SETUPS["mnist-lenet"]
-    assert orig.train_config(linear, Defence("SLS", 0.4)).key() == sls
-    assert orig.train_config(linear, Defence("SLS", 0.4), epochs=50).key() == sls
+    assert orig.TRAINING_EPOCHS == {"mlp": 10, "lenet-mnist": 50} and orig.RUNNER_EPOCHS == 50
+    assert orig.train_config(linear, Defence("SLS", 0.4)).key() == sls_key(
+        "mnist-linear-original-epochs-10.csv")
+    assert orig.train_config(linear, Defence("SLS", 0.4), epochs=50).key() == sls_key(
+        "mnist-linear-original.csv")
+    start = orig.StartFile("lenet-mnist", orig.AUTHORS_LENET_SHA256, "lenet_mnist_model.pth")
+    assert orig.train_config(lenet, Defence("SLS", 0.4)).epochs == 50
+    assert dataclasses.replace(orig.train_config(lenet, Defence("SLS", 0.4)),
+                               start_from=start).key() == sls_key(
+        "mnist-lenet-original-authors-start.csv")
+    # the default output names the length where it is not the runner's
+    assert _epochs_suffix(["mnist-linear"]) == "-epochs-10"
+    assert _epochs_suffix(["mnist-lenet"]) == _epochs_suffix(["mnist-linear"], 50) == ""
+    assert _epochs_suffix(["mnist-lenet"], 7) == "-epochs-7"
+    assert _epochs_suffix(["mnist-linear", "mnist-lenet"]) == "-epochs-10-50"
     assert orig.train_config(linear, Defence("SLS", 0.4), epochs=10).epochs == 10
     assert orig.train_config(linear, Defence("natural"), epochs=10).epochs == 10
     assert orig.train_config(linear, Defence("PGD-AT"), epochs=10).epochs == 69
