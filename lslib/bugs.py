@@ -36,19 +36,19 @@ authors saved in their checkpoints (``python -m lslib.authors --histories``).
 
 The book's tables chapter reads what this writes::
 
-    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
-        --out results/mnist-linear-original-bugs.csv
-    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
-        --iterations 10,20,30,50 --out results/mnist-linear-original-iterations.csv
-    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig \\
-        --slices authors --out results/mnist-linear-original-slices.csv
+    python -m lslib.bugs results/mnist-linear-original-epochs-10.csv \\
+        --out results/mnist-linear-original-epochs-10-bugs.csv
+    python -m lslib.bugs results/mnist-linear-original-epochs-10.csv \\
+        --iterations 10,20,30,50 --out results/mnist-linear-original-epochs-10-iterations.csv
+    python -m lslib.bugs results/mnist-linear-original-epochs-10.csv \\
+        --slices authors --out results/mnist-linear-original-epochs-10-slices.csv
     python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
         --cache .cache/orig --workers 2 --out results/mnist-lenet-original-authors-start-bugs.csv
     python -m lslib.bugs results/mnist-lenet-original-authors-start-slice1000.csv \\
         --cache .cache/orig --attacks CW --versions tables,cw-2019-03 --workers 2 \\
         --out results/mnist-lenet-original-authors-start-versions.csv
-    python -m lslib.bugs results/mnist-linear-original.csv --cache .cache/orig --attacks CW \\
-        --versions cw-2019-03 --workers 2 --out results/mnist-linear-original-versions.csv
+    python -m lslib.bugs results/mnist-linear-original-epochs-10.csv --attacks CW \\
+        --versions cw-2019-03 --out results/mnist-linear-original-epochs-10-versions.csv
 """
 
 from __future__ import annotations

@@ -200,11 +200,12 @@ def test_the_settings_of_committed_original_rows_still_read_as_the_code_that_mad
     from lslib.experiments import PROTOCOLS, read_results
 
     root = Path(__file__).resolve().parents[1] / "results"
-    rows = read_results(root / "mnist-linear-original.csv")
-    rows = rows[rows["protocol"] == "original"]
-    for attack in ("FGSM", "BIM", "DeepFool", "CW"):
-        written = set(rows.loc[rows["attack"] == attack, "attack_settings"])
-        assert written == {PROTOCOLS["original"].describe(attack)}, attack
+    for name in ("mnist-linear-original.csv", "mnist-linear-original-epochs-10.csv"):
+        rows = read_results(root / name)
+        rows = rows[rows["protocol"] == "original"]
+        for attack in ("FGSM", "BIM", "DeepFool", "CW"):
+            written = set(rows.loc[rows["attack"] == attack, "attack_settings"])
+            assert written == {PROTOCOLS["original"].describe(attack)}, (name, attack)
     assert "deepfool_clip_at_end" not in Switches().describe()
     assert "deepfool_clip_at_end=False" in Switches.fixed().describe()
 
