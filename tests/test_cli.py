@@ -103,6 +103,31 @@ def test_compare_summary_gives_each_setups_share(capsys):
     assert f"T2-5 {pooled.within}/{pooled.cells} " in line and pooled.cells == 112
 
 
+def test_compare_defaults_to_the_committed_rungs_which_reproduce_the_tables(monkeypatch, capsys):
+    """The default CSVs are each set-up's original rung at its training length (the MLP's of
+    10 epochs, the LeNet's of 50), and on each the original protocol puts at least 80 % of the
+    112 attack cells of Tables 2-5 within 0.05 of the paper, and every cell of Table 6."""
+    from lslib.__main__ import _default_results
+    from lslib.paper_tables import share_within, side_by_side
+
+    monkeypatch.chdir(ROOT)
+    paths = _default_results(Path("results"))
+    assert [p.name for p in paths] == ["mnist-linear.csv", "mnist-lenet.csv",
+                                       "mnist-linear-original-epochs-10.csv",
+                                       "mnist-lenet-original-authors-start.csv"]
+    import pandas as pd
+
+    frame = side_by_side(pd.concat([read_results(p) for p in paths], ignore_index=True))
+    for setup in ("mnist-linear", "mnist-lenet"):
+        shares = share_within(frame[frame["setup"] == setup])
+        mine = shares[shares["protocol"] == "original"]
+        t25, t6 = (mine[mine["table"] == t].iloc[0] for t in ("2-5", "6"))
+        assert t25.cells == 112 and t25.within >= 0.8 * 112, (setup, t25.within)
+        assert t6.within == t6.cells == 14, setup
+    assert main(["compare", "--summary"]) == 0
+    assert "original T2" in capsys.readouterr().out
+
+
 def test_compare_defaults_to_the_lenet_from_the_authors_checkpoint(tmp_path):
     from lslib.__main__ import _default_results
 
