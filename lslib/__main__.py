@@ -216,14 +216,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_compare)
 
 
-#: compare's default CSVs: of each group, the first that exists in results/ (the LeNet's original
-#: protocol from the authors' own checkpoint, else from one trained here); ``{}`` is where the
-#: original protocol's names take the set-up's training length (:func:`_epochs_suffix`)
-DEFAULT_RESULTS = (("mnist-linear.csv",), ("mnist-lenet.csv",),
-                   ("mnist-linear-original{}.csv", "mnist-linear-original{}-slice1000.csv"),
-                   ("mnist-lenet-original-authors-start{}.csv",
-                    "mnist-lenet-original-authors-start{}-slice1000.csv",
-                    "mnist-lenet-original{}.csv"))
+#: compare's default CSVs, per set-up: of each group, the first that exists in results/ (the
+#: LeNet's original protocol from the authors' own checkpoint, else from one trained here);
+#: ``{}`` is where the original protocol's names take the training length (:func:`_epochs_suffix`)
+DEFAULT_RESULTS = (("mnist-linear", ("mnist-linear.csv",)),
+                   ("mnist-lenet", ("mnist-lenet.csv",)),
+                   ("mnist-linear", ("mnist-linear-original{}.csv",
+                                     "mnist-linear-original{}-slice1000.csv")),
+                   ("mnist-lenet", ("mnist-lenet-original-authors-start{}.csv",
+                                    "mnist-lenet-original-authors-start{}-slice1000.csv",
+                                    "mnist-lenet-original{}.csv")))
 
 
 def _epochs_suffix(setups: Iterable[str], epochs: int | None = None) -> str:
@@ -231,12 +233,12 @@ def _epochs_suffix(setups: Iterable[str], epochs: int | None = None) -> str:
     train for N epochs other than the authors' runner's 50 (``epochs``, else each set-up's
     :data:`lslib.original.TRAINING_EPOCHS`), lengths that differ joined (``-epochs-10-50``)."""
     from lslib.experiments import SETUPS
-    from lslib.original import MODELS, RUNNER_EPOCHS, training_epochs
+    from lslib.original import MODELS, length_suffix, training_epochs
 
     lengths = sorted({training_epochs(SETUPS[s].model, epochs) for s in setups
                       if SETUPS[s].model in MODELS})
-    if not lengths or lengths == [RUNNER_EPOCHS]:
-        return ""
+    if len(lengths) < 2:
+        return length_suffix(lengths[0]) if lengths else ""
     return "-epochs-" + "-".join(map(str, lengths))
 
 
@@ -262,9 +264,8 @@ def _default_results(folder: Path, epochs: int | None = None) -> list[Path]:
     set-up trains them (:data:`lslib.original.TRAINING_EPOCHS`), or, with ``epochs``, of the
     models trained for at most that many epochs (``<name>-epochs-N.csv``, none where N is 50)."""
     found = []
-    for group in DEFAULT_RESULTS:
-        setup = group[0].split("-original")[0].removesuffix(".csv")
-        group = tuple(n.format(_epochs_suffix([setup], epochs)) for n in group)
+    for setup, names in DEFAULT_RESULTS:
+        group = tuple(n.format(_epochs_suffix([setup], epochs)) for n in names)
         present = [folder / n for n in group if (folder / n).is_file()]
         path = next((p for p in present if _run_complete(p)), present[0] if present else None)
         if path is not None:

@@ -420,6 +420,16 @@ def smooth_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean")
 # --------------------------------------------------------------------------------------------
 
 
+#: The epochs of the authors' runner's ``--num_epochs`` from 2019-03-28 (e6e7536) on: 50.
+RUNNER_EPOCHS = 50
+
+
+def length_suffix(epochs: int) -> str:
+    """How a results file names a training length: ``-epochs-N``, nothing for the runner's
+    :data:`RUNNER_EPOCHS` (``results/mnist-linear-original-epochs-10.csv``)."""
+    return "" if epochs == RUNNER_EPOCHS else f"-epochs-{epochs}"
+
+
 @dataclass(frozen=True)
 class OriginalConfig:
     """Everything that determines a model trained as the original trained it (the cache key is
@@ -432,7 +442,7 @@ class OriginalConfig:
     alpha: float = 0.0
     temperature: float = 0.001
     adversarial: bool = False
-    epochs: int = 50
+    epochs: int = RUNNER_EPOCHS
     batch_size: int = 100
     lr: float = 0.1
     patience: int = 3
@@ -652,9 +662,6 @@ PGD_CLEAN_WEIGHT = 0.75
 #: MLP, 19 for the LeNet (``results/mnist-authors-histories.csv``; "The PGD-AT epochs" above).
 PGD_AT_EPOCHS: dict[str, int] = {"mlp": 69, "lenet-mnist": 39}
 
-
-#: The epochs of the authors' runner's ``--num_epochs`` from 2019-03-28 (e6e7536) on: 50.
-RUNNER_EPOCHS = 50
 
 #: The epochs of the original protocol's smoothing and natural models, per model: the length
 #: whose models match the published attack cells best, of the runner's defaults (7 and 50) and
